@@ -1,0 +1,85 @@
+"""The `steep` command: a thin layer over steep's core functions (cli -> core -> runners).
+
+Every user error is a SteepError: printed as one clear message, exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from steep.config import SteepConfig, load_config
+from steep.errors import SteepError
+
+app = typer.Typer(
+    name="steep",
+    help="Fine-tune, evaluate, version and serve a summarization model from one steep.yaml.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="config file (default: ./steep.yaml)", show_default=False),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="override a config key: section.key=value (repeatable)", show_default=False
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"steep {version('steep')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Fine-tune, evaluate, version and serve a summarization model from one steep.yaml."""
+
+
+def load(config: Path | None, sets: list[str] | None) -> SteepConfig:
+    """The resolved config: file, then STEEP__SECTION__KEY variables, then --set."""
+    return load_config(config, sets)
+
+
+def quiet_third_parties() -> None:
+    """Keep the libraries steep drives from phoning home or writing to the user's home folder."""
+    for key, value in {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def main() -> None:
+    """Console-script entry point: typer handles usage errors, a SteepError becomes a clean exit 2."""
+    quiet_third_parties()
+    try:
+        app()
+    except SteepError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,398 @@
+"""steep.yaml as one pydantic model.
+
+Every stage reads its section from here, so a typo or a wrong type is caught before anything starts,
+with a message that names the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steep.errors import SteepError
+
+DEFAULT_CONFIG_FILE = "steep.yaml"
+ENV_PREFIX = "STEEP__"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class ConfigError(SteepError):
+    """A config problem a user can fix; the message says what and how."""
+
+
+def parse_duration(value: str | int | float) -> float:
+    """'90s', '15m', '4h', '2d' or a number of seconds -> seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"a duration like 90s, 15m, 4h or 2d, got {value!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[str, Field(description="a duration: 90s, 15m, 4h, 2d")]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- sections
+class ProjectConfig(Section):
+    name: str = Field(
+        "steep", pattern=r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$", description="names the stack, runs and models"
+    )
+    home: str = Field(
+        ".steep", description="where steep keeps state: caches, tracking db, checkpoints, stack.json"
+    )
+    seed: int = Field(42, description="seed for splits, sampling and training")
+
+
+class LocalStackConfig(Section):
+    host: str = Field("127.0.0.1", description="interface the local services bind to")
+    mlflow_port: int = Field(5000, ge=1024, le=65535)
+    prefect_port: int = Field(4200, ge=1024, le=65535)
+    ray_port: int = Field(6379, ge=1024, le=65535)
+    ray_dashboard_port: int = Field(8265, ge=1024, le=65535)
+    start_timeout: Duration = Field("3m", description="how long each service may take to become healthy")
+
+    @field_validator("start_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class StackConfig(Section):
+    target: Literal["local", "aws", "gcp", "azure"] = "local"
+    region: str | None = Field(None, description="cloud region; ignored by the local target")
+    budget_usd_per_hour: float | None = Field(
+        None, gt=0, description="refuse to provision above this estimate"
+    )
+    ttl: Duration | None = Field(None, description="tear the stack down this long after provisioning")
+    idle_timeout: Duration = Field("2h", description="tear down after this long with no training or serving")
+    gpu_nodes: int = Field(0, ge=0, le=64, description="GPU worker nodes in the cloud pool")
+    cpu_nodes: int = Field(2, ge=1, le=256, description="CPU worker nodes in the cloud pool")
+    spot: bool = Field(True, description="use spot/preemptible GPU nodes where the cloud has them")
+    cpu_instance_type: str | None = Field(
+        None, description="CPU node machine type; none: the target's default"
+    )
+    gpu_instance_type: str | None = Field(
+        None, description="GPU node machine type; none: the target's default"
+    )
+    idle_check_interval: Duration = Field("1m", description="how often the idle/TTL watchdog looks")
+    backend_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="remote Terraform state (with locking): bucket, key, region, dynamodb_table / "
+        "prefix / storage_account_name, container_name; empty keeps the state under project.home",
+    )
+    local: LocalStackConfig = LocalStackConfig()
+
+    @field_validator("ttl", "idle_timeout", "idle_check_interval")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class SplitConfig(Section):
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.05, ge=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must add up to 1, got {total:g}")
+        return self
+
+
+class DataConfig(Section):
+    source: str = Field(
+        "https://raw.githubusercontent.com/lauramanor/legal_summarization/master/all_v1.json",
+        description="a local path or an http(s) URL of JSONL, JSON, CSV or Parquet",
+    )
+    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = "auto"
+    sha256: str | None = Field(
+        "062e2e176b10e08e2b56c1675a64f5a5ddaac537d84bd68a92257015f46797fd",
+        pattern=r"^[0-9a-f]{64}$",
+        description="expected checksum of a downloaded source; checked on download and on seeding the cache",
+    )
+    id_column: str | None = Field("uid", description="unique row id; none means the row number")
+    text_column: str = "original_text"
+    summary_column: str = "reference_summary"
+    group_column: str | None = Field("doc", description="rows sharing this value never straddle two splits")
+    split: SplitConfig = SplitConfig()
+
+
+class PiiConfig(Section):
+    emails: Literal["ignore", "warn", "fail"] = "warn"
+    phone_numbers: Literal["ignore", "warn", "fail"] = "warn"
+
+
+class ValidationConfig(Section):
+    min_rows: int = Field(50, ge=1)
+    text_min_chars: int = Field(20, ge=1)
+    text_max_chars: int = Field(20_000, ge=1)
+    summary_min_words: int = Field(4, ge=1, description="shorter summaries ('hi.') are bad rows")
+    summary_max_chars: int = Field(2_000, ge=1)
+    summary_shorter_than_text: bool = True
+    max_duplicate_summary_fraction: float = Field(0.5, ge=0, le=1)
+    pii: PiiConfig = PiiConfig()
+    on_bad_rows: Literal["drop", "fail"] = "drop"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidationConfig:
+        if self.text_min_chars > self.text_max_chars:
+            raise ValueError(
+                f"text_min_chars ({self.text_min_chars}) must be <= text_max_chars ({self.text_max_chars})"
+            )
+        return self
+
+
+class ModelConfig(Section):
+    source: str = Field(
+        "smollm2-135m-instruct",
+        description="a Hugging Face id, a local folder, or the offline default smollm2-135m-instruct",
+    )
+    kind: Literal["auto", "causal", "seq2seq"] = "auto"
+    max_source_tokens: int = Field(384, ge=8, le=32_768)
+    max_target_tokens: int = Field(64, ge=4, le=4_096)
+    task_prefix: str = Field("summarize: ", description="prepended to the text for seq2seq models")
+    instruction: str = Field(
+        "Summarize this contract clause in one plain-English sentence.",
+        description="the instruction put before the text for causal models",
+    )
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class PromptTuningConfig(Section):
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+
+
+class TrainingConfig(Section):
+    method: Literal["lora", "prompt_tuning", "full"] = "lora"
+    epochs: int = Field(1, ge=1, le=1000)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    batch_size: int = Field(8, ge=1, description="examples per optimizer step, over all workers")
+    learning_rate: float = Field(3e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    workers: int = Field(1, ge=0, le=1024, description="Ray Train workers; 0 runs the loop in-process")
+    use_gpu: bool = False
+    max_failures: int = Field(
+        1, ge=0, description="worker crashes survived by restarting from the checkpoint"
+    )
+    checkpoint_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="also checkpoint every this many steps (a checkpoint is always taken each epoch)",
+    )
+    merge_weights: bool = Field(False, description="log merged weights instead of the adapter")
+    packing: bool = Field(True, description="pack several examples per row (no cross-attention between them)")
+    lora: LoraConfig = LoraConfig()
+    prompt_tuning: PromptTuningConfig = PromptTuningConfig()
+
+
+class EvaluationConfig(Section):
+    metric: Literal["rouge1", "rouge2", "rougeL"] = "rougeL"
+    min_score: float = Field(0.0, ge=0, le=1, description="the challenger must reach this")
+    min_improvement: float = Field(0.0, ge=-1, le=1, description="over the champion (or the base model)")
+    max_regression: float = Field(0.02, ge=0, le=1, description="largest drop allowed on the other metrics")
+    require_approval: bool = False
+    approval_timeout: Duration = "1h"
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    batch_size: int = Field(16, ge=1)
+    max_examples: int | None = Field(None, ge=1, description="evaluate at most this many test rows")
+
+
+class ServingConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    model_alias: str = Field("champion", description="registry alias (or a version number) to serve")
+    max_batch_size: int = Field(16, ge=1)
+    max_latency_ms: int = Field(20_000, ge=1)
+    max_texts: int = Field(64, ge=1, description="texts per request")
+    max_text_chars: int = Field(20_000, ge=1)
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    log_texts: bool = Field(False, description="store full texts in the inference log (else statistics only)")
+    api_key_env: str | None = Field(
+        None, description="name of the env var holding the API key; none: no auth"
+    )
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_cpu_utilization: int = Field(70, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ServingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class DriftConfig(Section):
+    schedule: str = Field("0 * * * *", description="cron for the drift check")
+    retrain_schedule: str | None = Field(None, description="cron for scheduled retraining; none: drift only")
+    window: Duration = "24h"
+    min_window_rows: int = Field(50, ge=1)
+    psi_threshold: float = Field(0.2, gt=0)
+    oov_threshold: float = Field(0.25, gt=0, le=1)
+    js_threshold: float = Field(0.2, gt=0, le=1)
+    failing_share_threshold: float = Field(0.1, gt=0, le=1)
+    cooldown: Duration = "6h"
+
+
+class SteepConfig(Section):
+    """The whole of steep.yaml."""
+
+    project: ProjectConfig = ProjectConfig()
+    stack: StackConfig = StackConfig()
+    data: DataConfig = DataConfig()
+    validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    serving: ServingConfig = ServingConfig()
+    drift: DriftConfig = DriftConfig()
+
+    @property
+    def home(self) -> Path:
+        return Path(self.project.home)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _format_errors(err: ValidationError, model: type[BaseModel] = SteepConfig) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key{_did_you_mean(e['loc'], model)}")
+            continue
+        msg = e["msg"]
+        for prefix in ("Value error, ", "Input should be "):
+            if msg.startswith(prefix):
+                msg = ("must be " if prefix == "Input should be " else "") + msg[len(prefix) :]
+        msg = msg.replace("greater than or equal to", ">=").replace("less than or equal to", "<=")
+        msg = msg.replace("greater than", ">").replace("less than", "<")
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f", got {value!r}"
+        lines.append(f"{path}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """Walk the model along loc to find the keys allowed where the unknown key sits."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return ""
+        current = field.annotation
+    allowed = list(current.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; allowed: {', '.join(allowed)}"
+
+
+def _parse_scalar(text: str) -> Any:
+    """'3' -> 3, 'true' -> True, '[a, b]' -> list: the value is read as YAML, like the file."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"{origin}: empty key; write section.key=value, e.g. training.epochs=2")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {key} is not a section, cannot set {dotted}")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(
+    data: dict[str, Any], sets: list[str] | None = None, environ: dict[str, str] | None = None
+) -> None:
+    """Environment variables STEEP__SECTION__KEY first, then --set section.key=value (which wins)."""
+    environ = os.environ if environ is None else environ
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            _set_path(data, dotted, _parse_scalar(raw), f"environment variable {name}")
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write section.key=value, e.g. --set training.epochs=2")
+        key, raw = item.split("=", 1)
+        _set_path(data, key, _parse_scalar(raw), f"--set {item}")
+
+
+def load_config(
+    path: str | Path | None = None,
+    sets: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> SteepConfig:
+    """Read steep.yaml (or defaults when it is absent and no path was asked for) plus overrides."""
+    data: dict[str, Any] = {}
+    file = Path(path) if path is not None else Path(DEFAULT_CONFIG_FILE)
+    if file.exists():
+        try:
+            raw = file.read_text(encoding="utf-8")
+            loaded = yaml.safe_load(raw)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+            ) from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{file}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+            )
+        data = loaded
+    elif path is not None:
+        raise ConfigError(
+            f"{file}: no such config file; create one (see `steep config show`) or pass another path"
+        )
+    apply_overrides(data, sets, environ)
+    try:
+        return SteepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{file}: invalid config\n{_format_errors(exc)}") from exc
+
+
+def config_schema() -> dict[str, Any]:
+    return SteepConfig.model_json_schema()
+
+
+def dump_config(cfg: SteepConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
