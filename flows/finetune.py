@@ -1,24 +1,48 @@
 """The `steep run` pipeline as a Prefect flow.
 
-load -> validate -> split -> train -> evaluate -> gate -> register.
+load -> validate -> split -> train -> evaluate -> gate -> register -> [approve] -> promote
 
-Orchestration only: each task calls a plain steep function and logs what it decided.
+Orchestration only: each task calls plain steep functions and logs what it decided. The champion alias
+moves in exactly one place, the last task, so a failure anywhere before it leaves the served model as it was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.input import RunInput
 
-from steep.config import SteepConfig
+from ray_jobs.evaluate import (
+    Candidate,
+    Evaluation,
+    comparison_plot,
+    evaluate_candidates,
+    predictions_table,
+    pyfunc_summarizer,
+)
+from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset, split_dataset
 from steep.errors import SteepError
+from steep.registry import CHAMPION, GateDecision, Registry, gate, model_name
 from steep.validation import ValidationReport, validate_frame
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class ValidationFailed(SteepError):
     """The data failed its checks: nothing is trained and nothing is promoted."""
+
+
+class ApprovalInput(RunInput):
+    """The form a reviewer fills in (Prefect UI or `steep models approve`)."""
+
+    approve: bool
+    comment: str = ""
+    reviewer: str = ""
 
 
 @dataclass
@@ -26,8 +50,20 @@ class RunOutcome:
     dataset: Dataset
     validation: ValidationReport
     splits: Splits
+    run_id: str | None = None
+    evaluations: list[Evaluation] = field(default_factory=list)
+    decision: GateDecision | None = None
+    version: str | None = None
+    promoted: bool = False
+    approval: dict[str, Any] | None = None
+    tracking_uri: str | None = None
+
+    def scores(self, name: str) -> dict[str, float] | None:
+        found = next((e for e in self.evaluations if e.name == name), None)
+        return found.scores.as_dict() if found else None
 
 
+# --------------------------------------------------------------------------------------------- tasks
 @task(name="load data")
 def load_task(cfg: SteepConfig) -> Dataset:
     dataset = load_dataset(cfg)
@@ -68,8 +104,171 @@ def split_task(cfg: SteepConfig, report: ValidationReport) -> Splits:
     return splits
 
 
+@task(name="train")
+def train_task(cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_address: str | None):
+    from steep.training import train
+
+    result = train(cfg, splits, tracking_uri=tracking_uri, ray_address=ray_address, progress=True)
+    get_run_logger().info(
+        "trained: MLflow run %s, final loss %s, model %s",
+        result.run_id,
+        result.metrics.get("loss"),
+        result.model_uri,
+    )
+    return result
+
+
+@task(name="evaluate")
+def evaluate_task(cfg: SteepConfig, splits: Splits, result: Any, registry: Registry) -> list[Evaluation]:
+    from steep import models
+
+    log = get_run_logger()
+    test = splits.test
+    if cfg.evaluation.max_examples:
+        test = test.head(cfg.evaluation.max_examples)
+    kind = models.model_kind(result.base_model_dir, cfg.model.kind)
+    fmt = models.PromptFormat.from_config(cfg.model, kind)
+    candidates = [
+        Candidate("challenger", lambda: pyfunc_summarizer(result.model_uri)),
+        Candidate(
+            "base",
+            lambda: models.load_for_inference(result.base_model_dir, fmt=fmt),
+            cache_id=f"base:{cfg.model.source}:{fmt}",
+        ),
+    ]
+    champion = registry.alias(CHAMPION)
+    if champion is not None:
+        uri = f"models:/{registry.name}/{champion.version}"
+        candidates.append(
+            Candidate(
+                f"champion v{champion.version}", lambda: pyfunc_summarizer(uri), cache_id=f"{uri}:{fmt}"
+            )
+        )
+    settings = {
+        "max_new_tokens": cfg.evaluation.max_new_tokens,
+        "max_source_tokens": cfg.model.max_source_tokens,
+        "rows": len(test),
+    }
+    return evaluate_candidates(
+        candidates,
+        test,
+        splits.digests["test"],
+        max_new_tokens=cfg.evaluation.max_new_tokens,
+        batch_size=cfg.evaluation.batch_size,
+        cache_dir=cfg.home / "cache" / "eval",
+        settings=settings,
+        log=log.info,
+    )
+
+
+@task(name="log evaluation")
+def log_evaluation_task(cfg: SteepConfig, run_id: str, splits: Splits, evaluations: list[Evaluation]) -> None:
+    """Scores, the per-example predictions table and the comparison plot, on the training run."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for ev in evaluations:
+        prefix = "eval_" + ev.name.split()[0].replace("-", "")
+        for key, value in ev.scores.as_dict().items():
+            client.log_metric(run_id, f"{prefix}_{key}", float(value))
+    test = splits.test.head(len(evaluations[0].predictions))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_table(predictions_table(test, evaluations), "eval/predictions.json")
+        plot = comparison_plot(evaluations, cfg.home / "plots" / f"{run_id}-eval.png")
+        mlflow.log_artifact(str(plot), "eval")
+
+
+@task(name="gate")
+def gate_task(cfg: SteepConfig, evaluations: list[Evaluation]) -> GateDecision:
+    by_name = {e.name.split()[0]: e for e in evaluations}
+    champion = by_name.get("champion")
+    decision = gate(
+        cfg.evaluation,
+        by_name["challenger"].scores.as_dict(),
+        champion.scores.as_dict() if champion else None,
+        by_name["base"].scores.as_dict(),
+        champion_label=champion.name if champion else "champion",
+    )
+    get_run_logger().info("gate: %s", decision.summary())
+    return decision
+
+
+@task(name="register")
+def register_task(
+    registry: Registry,
+    result: Any,
+    dataset: Dataset,
+    report: ValidationReport,
+    splits: Splits,
+    evaluations: list[Evaluation],
+    decision: GateDecision,
+) -> str:
+    tags = {
+        "steep.data_digest": dataset.digest,
+        **{f"steep.split_digest.{name}": digest for name, digest in splits.digests.items()},
+        "steep.validation": report.summary(),
+        "steep.git_commit": git_commit(),
+        "steep.gate": decision.summary(),
+        "steep.gate_passed": decision.promote,
+        **{f"steep.eval.{e.name.split()[0]}": e.scores.as_dict() for e in evaluations},
+    }
+    version = registry.register(result.model_uri, result.run_id, tags)
+    get_run_logger().info("registered %s v%s as challenger", registry.name, version.version)
+    return str(version.version)
+
+
+@task(name="promote")
+def promote_task(registry: Registry, version: str, reason: str) -> None:
+    registry.promote(version, reason)
+    get_run_logger().info("promoted %s v%s to champion", registry.name, version)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def ask_approval(
+    cfg: SteepConfig, registry: Registry, version: str, decision: GateDecision
+) -> dict[str, Any]:
+    """Pause the flow run for a typed approval form; a timeout counts as a rejection."""
+    from prefect.flow_runs import pause_flow_run
+
+    log = get_run_logger()
+    timeout = int(parse_duration(cfg.evaluation.approval_timeout))
+    log.info(
+        "waiting up to %ss for approval of %s v%s (%s): Prefect UI, or `steep models approve`",
+        timeout,
+        registry.name,
+        version,
+        decision.summary(),
+    )
+    try:
+        answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=timeout)
+    except Exception as exc:  # Prefect raises its own timeout type; any failure to get an answer is a "no"
+        return {"approve": False, "comment": f"no answer: {exc.__class__.__name__}", "reviewer": ""}
+    return {"approve": answer.approve, "comment": answer.comment, "reviewer": answer.reviewer}
+
+
+# --------------------------------------------------------------------------------------------- flow
 @flow(name="steep-finetune", log_prints=True)
-def finetune_flow(cfg: SteepConfig) -> RunOutcome:
+def finetune_flow(
+    cfg: SteepConfig, reason: str = "manual", trigger: dict[str, Any] | None = None
+) -> RunOutcome:
+    from steep import tracking
+    from steep.stack import current
+
+    log = get_run_logger()
+    stack = current(cfg)
+    tracking_uri = stack.mlflow_tracking_uri if stack else None
+    tracking.setup(cfg, tracking_uri)
+    registry = Registry(model_name(cfg))
+
     dataset = load_task(cfg)
     report = validate_task(cfg, dataset)
     if not report.passed:
@@ -80,4 +279,41 @@ def finetune_flow(cfg: SteepConfig) -> RunOutcome:
             f"promoted. See the Data Docs: {report.data_docs}"
         )
     splits = split_task(cfg, report)
-    return RunOutcome(dataset=dataset, validation=report, splits=splits)
+    outcome = RunOutcome(dataset=dataset, validation=report, splits=splits, tracking_uri=tracking_uri)
+
+    result = train_task(cfg, splits, tracking_uri, stack.ray_address if stack else None)
+    outcome.run_id = result.run_id
+    _tag_run(result.run_id, reason, trigger, report)
+
+    outcome.evaluations = evaluate_task(cfg, splits, result, registry)
+    log_evaluation_task(cfg, result.run_id, splits, outcome.evaluations)
+    outcome.decision = gate_task(cfg, outcome.evaluations)
+    outcome.version = register_task(
+        registry, result, dataset, report, splits, outcome.evaluations, outcome.decision
+    )
+
+    if not outcome.decision.promote:
+        log.info("the champion stays: %s", outcome.decision.summary())
+        return outcome
+    if cfg.evaluation.require_approval:
+        outcome.approval = ask_approval(cfg, registry, outcome.version, outcome.decision)
+        registry.tag(outcome.version, **{"steep.approval": outcome.approval})
+        if not outcome.approval["approve"]:
+            log.info("not approved (%s): the champion stays", outcome.approval["comment"] or "no comment")
+            return outcome
+    promote_task(registry, outcome.version, outcome.decision.summary())
+    outcome.promoted = True
+    return outcome
+
+
+def _tag_run(run_id: str, reason: str, trigger: dict[str, Any] | None, report: ValidationReport) -> None:
+    import mlflow
+    from prefect.runtime import flow_run
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "steep.reason", reason)
+    client.set_tag(run_id, "steep.git_commit", git_commit())
+    client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.id))
+    client.set_tag(run_id, "steep.validation", str(report.summary()))
+    for key, value in (trigger or {}).items():
+        client.set_tag(run_id, f"steep.trigger.{key}", str(value))

@@ -238,6 +238,15 @@ class ServingConfig(Section):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, ge=1)
     target_cpu_utilization: int = Field(70, ge=1, le=100)
+    poll_interval: Duration = Field(
+        "30s", description="how often a running server checks whether model_alias moved (hot swap)"
+    )
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
     @model_validator(mode="after")
     def _replicas(self) -> ServingConfig:
@@ -257,7 +266,18 @@ class DriftConfig(Section):
     oov_threshold: float = Field(0.25, gt=0, le=1)
     js_threshold: float = Field(0.2, gt=0, le=1)
     failing_share_threshold: float = Field(0.1, gt=0, le=1)
+    calibrate: bool = Field(
+        True,
+        description="raise each threshold to the level the training data itself reaches between held-out "
+        "groups (95th percentile), so ordinary new documents are not called drift",
+    )
     cooldown: Duration = "6h"
+
+    @field_validator("window", "cooldown")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
 
 class SteepConfig(Section):

@@ -1,6 +1,13 @@
 """`steep` command-line interface; each module below registers the commands of one area."""
 
-from steep.cli import config_cmds, data_cmds, run_cmds  # noqa: F401  (registers commands)
+from steep.cli import (  # noqa: F401  (each module registers its commands)
+    config_cmds,
+    data_cmds,
+    models_cmds,
+    run_cmds,
+    stack_cmds,
+    train_cmds,
+)
 from steep.cli.app import app, main
 
 __all__ = ["app", "main"]

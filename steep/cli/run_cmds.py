@@ -1,31 +1,53 @@
-"""`steep run`: the whole pipeline as one Prefect flow run."""
+"""`steep run`: the whole pipeline as one Prefect flow run, and where to look afterwards."""
 
 from __future__ import annotations
 
 import os
 
+from rich.table import Table
+
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.cli.data_cmds import print_report
+from steep.config import SteepConfig
 
 
-def prefect_env(home: str) -> None:
-    """Keep Prefect's state under the steep home, not ~/.prefect."""
-    prefect_home = os.path.abspath(os.path.join(home, "prefect"))
-    os.makedirs(prefect_home, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", prefect_home)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+def prefect_env(cfg: SteepConfig) -> None:
+    """Prefect state under the steep home (not ~/.prefect); the stack's API when one is provisioned."""
+    from steep.stack import current
+
+    prefect_home = (cfg.home / "prefect").resolve()
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    stack = current(cfg)
+    if stack is not None:
+        os.environ.setdefault("PREFECT_API_URL", stack.prefect_api_url)
 
 
 @app.command("run")
 def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
-    """Run the pipeline: load -> validate -> split -> train -> evaluate -> gate -> register."""
+    """Run the pipeline: load -> validate -> split -> train -> evaluate -> gate -> register -> promote."""
     cfg = load(config, sets)
-    prefect_env(cfg.project.home)
+    prefect_env(cfg)
     from flows.finetune import finetune_flow
 
     outcome = finetune_flow(cfg)
-    print_report(outcome.validation)
-    sizes = ", ".join(f"{name} {len(part)}" for name, part in outcome.splits.items())
-    console.print(f"split (by {cfg.data.group_column or 'row'}): {sizes}")
+    table = Table(
+        title=f"test split: {len(outcome.splits.test)} rows, {len(outcome.splits.test['group'].unique())} "
+        f"documents never seen in training"
+    )
+    for col in ("model", "ROUGE-1", "ROUGE-2", "ROUGE-L", "length ratio"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for ev in outcome.evaluations:
+        s = ev.scores
+        table.add_row(
+            ev.name, *(f"{v * 100:.2f}" for v in (s.rouge1, s.rouge2, s.rougeL)), f"{s.length_ratio:.2f}"
+        )
+    console.print(table)
+    decision = outcome.decision
+    verdict = "[green]promoted to champion[/]" if outcome.promoted else "[yellow]not promoted[/]"
+    console.print(f"version {outcome.version}: {verdict} — {decision.summary() if decision else ''}")
+    if outcome.approval is not None:
+        console.print(f"approval: {outcome.approval}")
+    console.print(f"MLflow run: {outcome.run_id}  ({outcome.tracking_uri or 'embedded: ' + str(cfg.home)})")
+    console.print(f"Data Docs:  {outcome.validation.data_docs}")

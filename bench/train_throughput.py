@@ -1,0 +1,165 @@
+"""Training throughput: steep's train() vs a plain Hugging Face Trainer + PEFT baseline, in the same run.
+
+Same base model, same tokenized examples (steep's prompt format and truncation), same LoRA config, batch size,
+learning rate and threads. Tokens/s counts the real (unpadded) tokens of the examples trained on, over the
+time spent in optimizer steps (a callback times the baseline's steps the same way). steep's fixed start-up
+(Ray, model load, MLflow, logging the model) is reported apart.
+
+    python bench/train_throughput.py [--examples 64] [--workers 1] [--set key=value ...]
+
+Prints one line per side, then the ratio last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LEGAL = REPO / ".." / "shared" / "datasets" / "legal_summarization" / "legal_summarization.jsonl"
+
+
+def legal_config(home: str, examples: int, workers: int, sets: list[str]):
+    from steep.config import load_config
+
+    overrides = [
+        f"project.home={home}",
+        f"data.source={LEGAL.resolve()}",
+        "data.id_column=id",
+        "data.text_column=source_text",
+        "data.summary_column=summary",
+        "data.group_column=doc",
+        "data.sha256=null",
+        f"training.workers={workers}",
+        "training.epochs=1",
+        *sets,
+    ]
+    return load_config(None, overrides)
+
+
+def pick_examples(cfg, examples: int):
+    """The first `examples` rows of the train split (the split is seeded, so both sides get the same rows)."""
+    from dataclasses import replace
+
+    from steep.data import load_dataset, split_dataset
+
+    splits = split_dataset(load_dataset(cfg).frame, cfg.data.split, cfg.project.seed)
+    return replace(splits, train=splits.train.head(examples).reset_index(drop=True))
+
+
+def run_steep(cfg, splits):
+    from steep.training import train
+
+    return train(cfg, splits)
+
+
+def run_hf_trainer(cfg, splits, threads: int) -> tuple[float, int]:
+    """The baseline a user would write: Trainer + PEFT LoRA, default collator padding, full-vocab loss."""
+    import peft
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    from steep import models
+
+    model_dir = models.resolve_model(cfg)
+    tokenizer = models.load_tokenizer(model_dir, "causal")
+    tokenizer.padding_side = "right"
+    encoder = models.Encoder(tokenizer, models.PromptFormat.from_config(cfg.model, "causal"))
+    examples = [
+        encoder.example(t, s) for t, s in zip(splits.train["text"], splits.train["summary"], strict=True)
+    ]
+    tokens = sum(len(e["input_ids"]) for e in examples)
+    t = cfg.training
+    model = peft.get_peft_model(
+        models.load_model(model_dir, "causal"),
+        peft.LoraConfig(
+            task_type=peft.TaskType.CAUSAL_LM, r=t.lora.r, lora_alpha=t.lora.alpha,
+            lora_dropout=t.lora.dropout,
+            target_modules=t.lora.target_modules,
+        ),
+    )  # fmt: skip
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds = 0.0
+            self.steps = 0
+            self._start = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds += time.perf_counter() - self._start
+            self.steps += 1
+
+    timer = StepTimer()
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=t.batch_size, num_train_epochs=1,
+            learning_rate=t.learning_rate, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+            lr_scheduler_type="linear", max_grad_norm=1.0, logging_strategy="no", save_strategy="no",
+            report_to="none", use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
+            seed=cfg.project.seed, disable_tqdm=True,
+        )  # fmt: skip
+        trainer = Trainer(
+            model=model, args=args, train_dataset=examples, callbacks=[timer],
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        )  # fmt: skip
+        trainer.train()
+    # the timer sees each step from its first micro-batch fetch to the optimizer step, like steep's loop
+    return tokens / timer.seconds, timer.steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--examples", type=int, default=64, help="train rows used by both sides")
+    parser.add_argument("--workers", type=int, default=1, help="steep's Ray workers (0: in-process)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
+    opts = parser.parse_args()
+    for key, value in {
+        "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():  # fmt: skip
+        os.environ.setdefault(key, value)
+
+    import torch
+
+    threads = torch.get_num_threads()
+    home = tempfile.mkdtemp(prefix="steep-bench-")
+    cache = REPO / ".steep" / "cache" / "models"
+    if cache.is_dir():  # reuse the converted SmolLM2 (the conversion is not what is measured)
+        (Path(home) / "cache").mkdir(parents=True)
+        (Path(home) / "cache" / "models").symlink_to(cache)
+    cfg = legal_config(home, opts.examples, opts.workers, opts.sets)
+    splits = pick_examples(cfg, opts.examples)
+    from steep import models
+
+    models.resolve_model(cfg)  # convert once before timing anything
+    load = os.getloadavg()[0]
+    print(f"model {cfg.model.source}, {len(splits.train)} examples, batch {cfg.training.batch_size}, "
+          f"LoRA r{cfg.training.lora.r} {cfg.training.lora.target_modules}, {threads} threads, "
+          f"load {load:.1f}")  # fmt: skip
+
+    result = run_steep(cfg, splits)
+    timing = result.timing
+    hf_tps, hf_steps = run_hf_trainer(cfg, splits, threads)
+    steep_tps = result.metrics["tokens_per_s"]
+    print(
+        f"steep:      {steep_tps:8.1f} tokens/s  ({len(result.history)} steps in {timing['steps_s']:.1f} s)"
+    )
+    print(f"steep fixed start-up {timing['startup_s']:.1f} s before the first step, "
+          f"{timing['after_s']:.1f} s after the last (checkpoint, MLflow model)")  # fmt: skip
+    print(f"HF Trainer: {hf_tps:8.1f} tokens/s  ({hf_steps} steps)")
+    print(f"load average now {os.getloadavg()[0]:.1f}")
+    print(f"ratio steep / HF Trainer+PEFT: {steep_tps / hf_tps:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""`steep models list | promote | rollback | approve`: the registry by hand."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.config import SteepConfig
+from steep.registry import CHALLENGER, CHAMPION, Registry, model_name
+
+models_app = typer.Typer(
+    help="The model registry: versions, champion, rollback, approvals.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+def open_registry(cfg: SteepConfig) -> Registry:
+    from steep import tracking
+    from steep.stack import current
+
+    stack = current(cfg)
+    tracking.setup(cfg, stack.mlflow_tracking_uri if stack else None)
+    return Registry(model_name(cfg))
+
+
+@models_app.command("list")
+def list_versions(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+    """Every version with its aliases, gate result and scores."""
+    registry = open_registry(load(config, sets))
+    versions = registry.versions()
+    if not versions:
+        console.print(f"no versions of {registry.name} yet: `steep run` registers one")
+        return
+    champion, challenger = registry.alias(CHAMPION), registry.alias(CHALLENGER)
+    table = Table(title=registry.name)
+    for col in ("version", "aliases", "ROUGE-L", "gate", "run", "created"):
+        table.add_column(col)
+    for v in reversed(versions):
+        aliases = [
+            a for a, mv in ((CHAMPION, champion), (CHALLENGER, challenger)) if mv and mv.version == v.version
+        ]
+        scores = json.loads(v.tags.get("steep.eval.challenger", "{}"))
+        rouge = f"{scores['rougeL'] * 100:.2f}" if "rougeL" in scores else ""
+        gate = (
+            "pass"
+            if v.tags.get("steep.gate_passed") == "true"
+            else "fail"
+            if "steep.gate_passed" in v.tags
+            else ""
+        )
+        created = str(v.creation_timestamp)
+        table.add_row(str(v.version), ", ".join(aliases), rouge, gate, (v.run_id or "")[:12], created)
+    console.print(table)
+
+
+@models_app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="the version to make champion")],
+    reason: Annotated[str, typer.Option(help="recorded on the version")] = "promoted by hand",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Make VERSION the champion (what `steep serve` answers with)."""
+    registry = open_registry(load(config, sets))
+    registry.promote(version, reason)
+    console.print(f"[green]champion[/] is now {registry.name} v{version}")
+
+
+@models_app.command("rollback")
+def rollback(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+    """Move the champion back to the version it replaced."""
+    registry = open_registry(load(config, sets))
+    was, now = registry.rollback()
+    console.print(f"[green]rolled back[/] {registry.name}: champion v{was} -> v{now}")
+
+
+@models_app.command("approve")
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(help="the paused `steep run` flow run")],
+    reject: Annotated[bool, typer.Option("--reject", help="reject instead of approve")] = False,
+    comment: Annotated[str, typer.Option(help="recorded on the model version")] = "",
+    reviewer: Annotated[str, typer.Option(help="who decided")] = "",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Answer a run waiting for approval (evaluation.require_approval); the Prefect UI shows the same form."""
+    from prefect.flow_runs import resume_flow_run
+
+    from steep.cli.run_cmds import prefect_env
+
+    prefect_env(load(config, sets))
+    resume_flow_run(flow_run_id, run_input={"approve": not reject, "comment": comment, "reviewer": reviewer})
+    console.print(f"{'rejected' if reject else 'approved'}: flow run {flow_run_id} resumes")

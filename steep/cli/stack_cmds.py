@@ -1,0 +1,147 @@
+"""`steep provision | destroy | status | get`: the stack over Terraform (see steep/stack)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.config import SteepConfig
+from steep.stack import core, health, lifecycle
+from steep.stack.terraform import TARGETS
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
+UnlockOpt = Annotated[
+    bool, typer.Option("--force-unlock", help="remove a stale lock left by a provision/destroy that died")
+]
+
+
+def _prefect_env(cfg: SteepConfig) -> None:
+    """The teardown flow runs on Prefect's ephemeral API: the stack's own server is what it destroys."""
+    os.environ.setdefault("PREFECT_HOME", str(core.home_of(cfg) / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # busy machines are slow
+    stack = core.current(cfg)
+    if stack and os.environ.get("PREFECT_API_URL") == stack.prefect_api_url:
+        os.environ.pop("PREFECT_API_URL")
+
+
+@app.command()
+def provision(
+    target: Annotated[
+        str | None,
+        typer.Option("--target", "-t", help=f"one of {', '.join(TARGETS)} (default: stack.target)"),
+    ] = None,
+    yes: YesOpt = False,
+    ttl: Annotated[
+        str | None, typer.Option(help="tear down after this long, e.g. 4h (default: stack.ttl)")
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", help="refuse above this many USD per hour (stack.budget_usd_per_hour)"),
+    ] = None,
+    force_unlock: UnlockOpt = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Create the stack with Terraform: shows the plan and the cost estimate, then asks."""
+    cfg = load(config, sets)
+
+    def confirm(summary: str) -> bool:
+        console.print(summary, markup=False)
+        return yes or typer.confirm("apply?", default=False)
+
+    stack = core.provision(
+        cfg, target, ttl=ttl, budget=budget, confirm=confirm, echo=lambda s: console.print(s, markup=False),
+        force_unlock=force_unlock,
+    )  # fmt: skip
+    console.print(
+        f"[green]provisioned[/] {stack.target} stack; outputs in {core.stack_file(core.home_of(cfg))}"
+    )
+    _print_outputs(stack)
+
+
+@app.command()
+def destroy(
+    yes: YesOpt = False, force_unlock: UnlockOpt = False, config: ConfigOpt = None, sets: SetOpt = None
+) -> None:
+    """Tear the stack down (teardown flow): stop serving, terraform destroy, verify empty, forget it."""
+    cfg = load(config, sets)
+    home = core.home_of(cfg)
+    targets = core.provisioned_targets(home)
+    if not targets and not core.stack_file(home).exists():
+        console.print("nothing to destroy: no stack is provisioned")
+        return
+    if not yes and not typer.confirm(f"destroy the {', '.join(targets)} stack under {home}?", default=False):
+        raise typer.Exit(1)
+    _prefect_env(cfg)
+    from flows.teardown import teardown
+
+    try:
+        done = teardown(home=str(home), reason="steep destroy", force_unlock=force_unlock)
+    except RuntimeError as exc:
+        if "Prefect API" not in str(exc):
+            raise
+        # Destroying must not depend on the orchestrator: run the same steps without it.
+        console.print(f"[yellow]Prefect could not start ({exc}); tearing down without it[/]")
+        with core.locked(home, force_unlock):
+            done = core.destroy_steps(home, lambda line: console.print(line, markup=False))
+    console.print(f"[green]destroyed[/] {', '.join(done) or 'nothing'}; no resource and no process left")
+
+
+@app.command()
+def status(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+    """What is provisioned, whether each service answers, and how long until the TTL/idle teardown."""
+    cfg = load(config, sets)
+    stack = core.current(cfg)
+    if stack is None:
+        left = core.provisioned_targets(core.home_of(cfg))
+        note = f" (but state for {', '.join(left)} remains: run `steep destroy`)" if left else ""
+        console.print(f"no stack provisioned{note}; `steep run` uses the embedded default")
+        return
+    console.print(f"target [bold]{stack.target}[/], created {stack.created_at}")
+    left = stack.time_left()
+    if left is not None:
+        console.print(f"TTL: expires {stack.expires_at} ({_fmt(left.total_seconds())} left)")
+    if stack.idle_timeout_s:
+        console.print(f"idle teardown after {_fmt(stack.idle_timeout_s)} without training or serving")
+    pid = lifecycle.watchdog_pid(core.home_of(cfg))
+    if left is not None or stack.idle_timeout_s:
+        console.print(f"watchdog: {'running (pid ' + str(pid) + ')' if pid else '[red]not running[/]'}")
+    for h in health.check(stack):
+        mark = "[green]healthy[/]" if h.ok else "[red]down[/]"
+        console.print(f"  {h.service:<14} {mark:<22} {h.url}  ({h.detail})")
+
+
+@app.command()
+def get(
+    output: Annotated[str | None, typer.Argument(help="one output name; all when omitted")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Print the stack's outputs (the contract), e.g. `steep get mlflow_tracking_uri`."""
+    stack = core.current(load(config, sets))
+    if stack is None:
+        raise core.StackError("no stack provisioned; run `steep provision` first")
+    if output is None:
+        typer.echo(json.dumps(stack.outputs, indent=2)) if as_json else _print_outputs(stack)
+        return
+    if output not in stack.outputs:
+        raise core.StackError(f"no output {output!r}; available: {', '.join(sorted(stack.outputs))}")
+    value = stack.outputs[output]
+    typer.echo(json.dumps(value) if as_json else value)
+
+
+def _print_outputs(stack: core.Stack) -> None:
+    for key in sorted(stack.outputs):
+        typer.echo(f"{key} = {stack.outputs[key]}")
+
+
+def _fmt(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

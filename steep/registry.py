@@ -1,0 +1,198 @@
+"""The MLflow model registry: versions, the `challenger` and `champion` aliases, the promotion gate.
+
+The champion moves only through `promote()` (one alias write, after the gate and any approval), so a failed
+or interrupted run can never leave it half-moved. Each promotion is appended to a history kept on the
+registered model, which is what `rollback()` walks back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from steep.config import EvaluationConfig, SteepConfig
+from steep.errors import SteepError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+METRICS = ("rouge1", "rouge2", "rougeL")
+_HISTORY_TAG = "steep.champion_history"
+
+
+class RegistryError(SteepError):
+    """A registry request that cannot be done (unknown version, nothing to roll back to)."""
+
+
+def model_name(cfg: SteepConfig) -> str:
+    return f"{cfg.project.name}-summarizer"
+
+
+# --------------------------------------------------------------------------------------------- the gate
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    metric: str
+    challenger: float
+    reference: float
+    reference_name: str  # "champion vN" or "base model"
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verdict = "promote" if self.promote else "keep the champion"
+        because = "; ".join(self.reasons)
+        scores = f"{self.metric} {self.challenger:.4f} vs {self.reference_name} {self.reference:.4f}"
+        return f"{verdict}: {scores} ({because})"
+
+
+def gate(
+    rules: EvaluationConfig,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    base: dict[str, float],
+    champion_label: str = "champion",
+) -> GateDecision:
+    """Decide promotion from scores (0..1) against the champion, or the base model when there is none."""
+    metric = rules.metric
+    reference, reference_name = (champion, champion_label) if champion is not None else (base, "base model")
+    score, ref = challenger[metric], reference[metric]
+    reasons, ok = [], True
+    if score < rules.min_score:
+        ok = False
+        reasons.append(f"{metric} {score:.4f} is below evaluation.min_score {rules.min_score:.4f}")
+    gain = score - ref
+    # against a champion, min_improvement may be 0 (ties keep the newer data); against the base model a
+    # fine-tuned model must be strictly better, or fine-tuning did nothing worth serving
+    beats = gain >= rules.min_improvement if champion is not None else gain > max(rules.min_improvement, 0.0)
+    if beats:
+        reasons.append(f"{metric} gain {gain:+.4f} over the {reference_name}")
+    else:
+        ok = False
+        reasons.append(
+            f"{metric} gain {gain:+.4f} over the {reference_name} does not meet evaluation.min_improvement "
+            f"{rules.min_improvement:+.4f}"
+        )
+    for other in METRICS:
+        if other == metric or other not in challenger or other not in reference:
+            continue
+        drop = reference[other] - challenger[other]
+        if drop > rules.max_regression:
+            ok = False
+            reasons.append(
+                f"{other} regressed by {drop:.4f} > evaluation.max_regression {rules.max_regression:.4f}"
+            )
+    return GateDecision(ok, metric, score, ref, reference_name, reasons)
+
+
+# --------------------------------------------------------------------------------------------- registry
+class Registry:
+    """steep's view of one registered model. Every call is a plain MLflow client call."""
+
+    def __init__(self, name: str, client: MlflowClient | None = None):
+        self.name = name
+        self.client = client or MlflowClient()
+
+    def ensure(self) -> None:
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            self.client.create_registered_model(
+                self.name,
+                description="Summarizer fine-tuned by steep; the `champion` alias is what is served.",
+            )
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, Any]) -> ModelVersion:
+        """A new version from a run's model, tagged, with alias `challenger`. The champion is not touched."""
+        self.ensure()
+        version = self.client.create_model_version(
+            self.name, model_uri, run_id=run_id, tags={k: _tag(v) for k, v in tags.items()}
+        )
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
+        return version
+
+    def alias(self, alias: str) -> ModelVersion | None:
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def version(self, version: str | int) -> ModelVersion:
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(
+                f"model {self.name} has no version {version}; `steep models list` shows the versions"
+            ) from exc
+
+    def versions(self) -> list[ModelVersion]:
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        return sorted(found, key=lambda v: int(v.version))
+
+    def tag(self, version: str | int, **tags: Any) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), key, _tag(value))
+
+    def history(self) -> list[dict[str, Any]]:
+        try:
+            tags = self.client.get_registered_model(self.name).tags
+        except MlflowException:
+            return []
+        return json.loads(tags.get(_HISTORY_TAG, "[]"))
+
+    def promote(self, version: str | int, reason: str, *, rollback: bool = False) -> ModelVersion:
+        """Move `champion` to `version` (one alias write) and record the move for rollback."""
+        target = self.version(version)
+        previous = self.alias(CHAMPION)
+        history = self.history()
+        history.append(
+            {
+                "version": str(target.version),
+                "previous": str(previous.version) if previous else None,
+                "reason": reason,
+                "rollback": rollback,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+        self.client.set_registered_model_alias(self.name, CHAMPION, target.version)
+        self.client.set_registered_model_tag(self.name, _HISTORY_TAG, json.dumps(history[-50:]))
+        self.tag(target.version, **{"steep.promoted_at": history[-1]["at"], "steep.promotion_reason": reason})
+        return target
+
+    def champion_stack(self) -> list[str]:
+        """The champions in promotion order, rollbacks popped: the last is the current one."""
+        stack: list[str] = []
+        for entry in self.history():
+            if entry.get("rollback") and stack:
+                stack.pop()
+            else:
+                stack.append(entry["version"])
+        return stack
+
+    def rollback(self) -> tuple[str, str]:
+        """Move `champion` back to the version it replaced; returns (from, to). Repeated, it goes further."""
+        current = self.alias(CHAMPION)
+        if current is None:
+            raise RegistryError(f"model {self.name} has no champion to roll back from")
+        now = str(current.version)
+        stack = self.champion_stack()
+        if len(stack) < 2 or stack[-1] != now:
+            raise RegistryError(
+                f"champion v{now} of {self.name} replaced no earlier champion; nothing to roll back to. "
+                "Promote a version by hand with `steep models promote VERSION`."
+            )
+        self.promote(stack[-2], f"rollback from v{now}", rollback=True)
+        return now, stack[-2]
+
+
+def _tag(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str, sort_keys=True)

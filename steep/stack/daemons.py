@@ -1,0 +1,326 @@
+"""The local target's services (MLflow, Prefect, Ray head) as daemons with pid files.
+
+Terraform's local-exec provisioners call `python -m steep.stack.daemons ... start|stop <service>`, so the
+process handling (health wait, clean-up of a half-started service, a final sweep) is plain, testable Python
+instead of shell one-liners. Every process of a stack carries STEEP_STACK_HOME in its environment; that
+marker is how destroy proves that nothing of the stack is left, whatever a service spawned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+
+import httpx
+import psutil
+
+from steep.errors import SteepError
+
+MARKER = "STEEP_STACK_HOME"
+SERVICES = ("mlflow", "prefect", "ray")
+_QUIET_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class DaemonError(SteepError):
+    """A local service did not start or stop; the message says which and how to fix it."""
+
+
+class PortInUseError(DaemonError):
+    """A port the stack needs is taken by another program."""
+
+
+@dataclass
+class Service:
+    """One local daemon: its command line, environment, and how to tell it is up."""
+
+    name: str
+    home: Path
+    host: str
+    port: int
+    extra_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / f"{self.name}.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "stack" / self.name
+
+
+def bin_path(script: str) -> str:
+    """A console script of this interpreter's environment (the venv that runs steep)."""
+    candidate = Path(sys.executable).parent / script
+    return str(candidate) if candidate.exists() else script
+
+
+def ray_temp_dir(home: Path) -> Path:
+    """Ray's session folder; unix socket paths are limited to 107 bytes, so a long home gets a short alias."""
+    wanted = home / "stack" / "ray"
+    if len(str(wanted)) <= 40:
+        return wanted
+    digest = sha256(str(home).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"steep-ray-{digest}"
+
+
+def command(svc: Service) -> list[str]:
+    """The argv that runs the service in the foreground (we daemonize it ourselves)."""
+    data = svc.data_dir
+    if svc.name == "mlflow":
+        return [
+            bin_path("mlflow"), "server", "--host", svc.host, "--port", str(svc.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+            "--artifacts-destination", str(data / "artifacts"),
+        ]  # fmt: skip
+    if svc.name == "prefect":
+        return [
+            bin_path("prefect"),
+            "server",
+            "start",
+            "--host",
+            svc.host,
+            "--port",
+            str(svc.port),
+            "--no-prompt",
+        ]
+    if svc.name == "ray":
+        ports = svc.extra_ports
+        argv = [
+            bin_path("ray"), "start", "--head", "--block", "--disable-usage-stats",
+            "--node-ip-address", svc.host, "--port", str(svc.port),
+            "--include-dashboard", "true", "--dashboard-host", svc.host,
+            "--dashboard-port", str(ports.get("dashboard", 8265)),
+            "--num-cpus", str(os.cpu_count() or 1), "--object-store-memory", str(1024**3),
+            "--temp-dir", str(ray_temp_dir(svc.home)),
+        ]  # fmt: skip
+        for flag in ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                     "metrics-export-port", "runtime-env-agent-port", "node-manager-port",
+                     "object-manager-port"):  # fmt: skip
+            if flag in ports:
+                argv += [f"--{flag}", str(ports[flag])]
+        if "min-worker-port" in ports:
+            argv += ["--min-worker-port", str(ports["min-worker-port"]), "--max-worker-port",
+                     str(ports["min-worker-port"] + 99)]  # fmt: skip
+        return argv
+    raise DaemonError(f"unknown service {svc.name!r}; known: {', '.join(SERVICES)}")
+
+
+def environment(svc: Service) -> dict[str, str]:
+    """The service's environment: quiet, writing only under the stack home, and carrying the marker."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_TRACKING", "RAY_ADDRESS"))
+    }
+    env.update(_QUIET_ENV)
+    env[MARKER] = str(svc.home)
+    env["PREFECT_HOME"] = str(svc.data_dir) if svc.name == "prefect" else str(svc.home / "stack" / "prefect")
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_UI_API_URL"] = f"http://{svc.host}:{svc.port}/api"
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = (
+        f"sqlite+aiosqlite:///{svc.home / 'stack' / 'prefect' / 'prefect.db'}"
+    )
+    return env
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port (we try to bind it, like the server will)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def is_up(svc: Service, timeout: float = 2.0) -> bool:
+    """One health probe: HTTP health endpoints for MLflow and Prefect, the GCS port and dashboard for Ray."""
+    try:
+        if svc.name == "mlflow":
+            return httpx.get(f"http://{svc.host}:{svc.port}/health", timeout=timeout).status_code == 200
+        if svc.name == "prefect":
+            return httpx.get(f"http://{svc.host}:{svc.port}/api/health", timeout=timeout).status_code == 200
+        with socket.create_connection((svc.host, svc.port), timeout=timeout):
+            pass
+        dash = svc.extra_ports.get("dashboard", 8265)
+        return httpx.get(f"http://{svc.host}:{dash}/api/version", timeout=timeout).status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
+
+
+def read_pid(svc: Service) -> psutil.Process | None:
+    """The running process recorded in the pid file, or None (no file, dead, or a recycled pid)."""
+    try:
+        info = json.loads(svc.pid_file.read_text())
+        proc = psutil.Process(int(info["pid"]))
+        if abs(proc.create_time() - float(info["create_time"])) > 1.0:
+            return None
+        return proc if proc.status() != psutil.STATUS_ZOMBIE else None
+    except (FileNotFoundError, ValueError, KeyError, psutil.Error):
+        return None
+
+
+def start(svc: Service, timeout: float = 120.0) -> int:
+    """Start the service unless it already runs; wait until healthy; on failure leave nothing behind."""
+    running = read_pid(svc)
+    if running is not None:
+        return running.pid
+    ports = {"port": svc.port, **svc.extra_ports}
+    for key, port in ports.items():
+        if not port_free(svc.host, port):
+            setting = f"stack.local.{svc.name}_port" if key == "port" else "stack.local ports"
+            raise PortInUseError(
+                f"{svc.name}: {svc.host}:{port} ({key}) is already in use by another program; "
+                f"stop it or choose another port ({setting} in steep.yaml)"
+            )
+    for folder in (svc.run_dir, svc.log_file.parent, svc.data_dir, svc.home / "stack" / "prefect"):
+        folder.mkdir(parents=True, exist_ok=True)
+    with open(svc.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            command(svc), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=environment(svc), cwd=svc.data_dir, start_new_session=True,
+        )  # fmt: skip
+    info = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "ports": ports}
+    svc.pid_file.write_text(json.dumps(info))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if is_up(svc):
+            return proc.pid
+        time.sleep(0.5)
+    why = (
+        f"exited with code {proc.returncode}"
+        if proc.poll() is not None
+        else f"not healthy after {timeout:.0f}s"
+    )
+    stop(svc)
+    raise DaemonError(f"{svc.name} {why}; last lines of {svc.log_file}:\n{tail(svc.log_file)}")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def stack_processes(home: Path, service: str | None = None) -> list[psutil.Process]:
+    """Every process that carries this stack's marker (optionally only one service's), except this one."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            env = proc.environ()
+            if env.get(MARKER) == str(home) and (service is None or env.get("STEEP_SERVICE") == service):
+                found.append(proc)
+    return found
+
+
+def terminate(procs: list[psutil.Process], grace: float = 15.0) -> None:
+    """SIGINT first (Prefect stops cleanly on it), then SIGTERM, then SIGKILL for what is left."""
+    alive = procs
+    for sig, wait in ((signal.SIGINT, grace * 0.5), (signal.SIGTERM, grace * 0.5), (signal.SIGKILL, 5.0)):
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+        _, alive = psutil.wait_procs(alive, timeout=wait)
+        if not alive:
+            return
+
+
+def stop(svc: Service, grace: float = 15.0) -> bool:
+    """Stop the service and every process it spawned; True when something was running. Idempotent."""
+    leader = read_pid(svc)
+    procs: list[psutil.Process] = []
+    if leader is not None:
+        with contextlib.suppress(psutil.Error):
+            procs = [leader, *leader.children(recursive=True)]
+    procs += [p for p in stack_processes(svc.home, svc.name) if p.pid not in {q.pid for q in procs}]
+    terminate(procs, grace)
+    svc.pid_file.unlink(missing_ok=True)
+    if svc.name == "ray" and not str(ray_temp_dir(svc.home)).startswith(str(svc.home)):
+        shutil.rmtree(ray_temp_dir(svc.home), ignore_errors=True)  # the short alias lives outside home
+    return bool(procs)
+
+
+def sweep(home: Path) -> int:
+    """Kill whatever process of the stack is still alive (the last line of defence of destroy)."""
+    procs = stack_processes(home)
+    terminate(procs, grace=6.0)
+    return len(procs)
+
+
+def service_from_args(args: argparse.Namespace) -> Service:
+    extra = {}
+    for item in args.extra_port or []:
+        key, _, value = item.partition("=")
+        extra[key] = int(value)
+    return Service(args.service, Path(args.home).resolve(), args.host, args.port, extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the provisioners: `... --home H --port P [--extra-port k=v] start|stop SERVICE`."""
+    parser = argparse.ArgumentParser(prog="python -m steep.stack.daemons")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--extra-port", action="append", help="name=port, e.g. dashboard=8265")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("service", choices=SERVICES)
+    args = parser.parse_args(argv)
+    svc = service_from_args(args)
+    os.environ["STEEP_SERVICE"] = svc.name  # inherited by the daemon: lets stop find every process it spawned
+    try:
+        if args.action == "start":
+            pid = start(svc, args.timeout)
+            print(f"{svc.name} up on {svc.host}:{svc.port} (pid {pid})")
+        else:
+            print(f"{svc.name} {'stopped' if stop(svc) else 'was not running'}")
+    except SteepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""TTL and idle teardown: a small watchdog process per stack that runs the teardown flow when it is due.
+
+The stack must never outlive its TTL or sit idle (no training run, no serving request) longer than
+stack.idle_timeout. The watchdog is detached from the shell that provisioned, carries the stack marker
+(so destroy stops it and proves it gone), and runs the same teardown flow as `steep destroy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+from steep.stack import core, daemons
+
+ACTIVITY_DIR = "activity"
+_REQUESTS = re.compile(r"^bentoml_service_request_total\{[^}]*\}\s+([0-9.eE+-]+)", re.M)
+
+
+def touch_activity(home: Path, source: str) -> None:
+    """Mark activity now (serving and training call this so the idle check sees them)."""
+    folder = Path(home) / ACTIVITY_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / source).touch()
+
+
+def file_activity(home: Path) -> float | None:
+    """Latest mtime of the activity markers, as epoch seconds."""
+    folder = Path(home) / ACTIVITY_DIR
+    times = [f.stat().st_mtime for f in folder.iterdir()] if folder.is_dir() else []
+    return max(times, default=None)
+
+
+def mlflow_activity(tracking_uri: str, timeout: float = 5.0) -> tuple[bool, float | None]:
+    """(a run is RUNNING, epoch of the latest run start/end) from the tracking server's REST API."""
+    try:
+        exps = httpx.post(f"{tracking_uri}/api/2.0/mlflow/experiments/search", json={"max_results": 1000},
+                          timeout=timeout).json().get("experiments", [])  # fmt: skip
+        ids = [e["experiment_id"] for e in exps]
+        if not ids:
+            return False, None
+        runs = (
+            httpx.post(
+                f"{tracking_uri}/api/2.0/mlflow/runs/search",
+                json={"experiment_ids": ids, "max_results": 50, "order_by": ["attributes.start_time DESC"]},
+                timeout=timeout,
+            )
+            .json()
+            .get("runs", [])
+        )
+    except (httpx.HTTPError, ValueError):
+        return False, None
+    running = any(r["info"].get("status") == "RUNNING" for r in runs)
+    stamps = [int(r["info"].get(k) or 0) / 1000 for r in runs for k in ("start_time", "end_time")]
+    return running, max(stamps, default=None) or None
+
+
+def serving_requests(serving_url: str, timeout: float = 3.0) -> float | None:
+    """Total requests served so far (BentoML's /metrics), or None when nothing serves."""
+    try:
+        text = httpx.get(f"{serving_url}/metrics", timeout=timeout).text
+    except httpx.HTTPError:
+        return None
+    counts = [float(v) for v in _REQUESTS.findall(text)]
+    return sum(counts) if counts else 0.0
+
+
+def due(stack: core.Stack, now: float, last_active: float) -> str | None:
+    """Why the stack must go now (TTL expired, or idle too long), or None."""
+    left = stack.time_left(datetime.fromtimestamp(now, UTC))
+    if left is not None and left.total_seconds() <= 0:
+        return f"TTL expired at {stack.expires_at}"
+    if stack.idle_timeout_s and now - last_active >= stack.idle_timeout_s:
+        return f"idle for {int(now - last_active)}s (stack.idle_timeout {int(stack.idle_timeout_s)}s)"
+    return None
+
+
+class IdleTracker:
+    """Keeps the last time anything happened, across checks (serving counters only tell us changes)."""
+
+    def __init__(self, home: Path, stack: core.Stack):
+        self.home = home
+        self.stack = stack
+        self.last = datetime.fromisoformat(stack.created_at).timestamp()
+        record = core.read_record(home) or {}
+        if record.get("provisioned_at"):
+            self.last = max(self.last, datetime.fromisoformat(record["provisioned_at"]).timestamp())
+        self.requests: float | None = None
+
+    def check(self, now: float) -> str | None:
+        running, latest = mlflow_activity(self.stack.mlflow_tracking_uri)
+        requests = serving_requests(self.stack.serving_url)
+        if running or (requests is not None and self.requests is not None and requests != self.requests):
+            self.last = now
+        self.requests = requests
+        for stamp in (latest, file_activity(self.home)):
+            if stamp:
+                self.last = max(self.last, stamp)
+        return due(self.stack, now, self.last)
+
+
+def watch(home: Path, interval: float) -> str | None:
+    """Loop until the stack is gone (return None) or due (run the teardown flow, return the reason)."""
+    stack = core.current(home)
+    if stack is None:
+        return None
+    tracker = IdleTracker(home, stack)
+    while True:
+        if core.current(home) is None:
+            return None
+        reason = tracker.check(time.time())
+        if reason:
+            from flows.teardown import teardown
+
+            print(f"{datetime.now(UTC).isoformat()} tearing down: {reason}", flush=True)
+            teardown(home=str(home), reason=reason)
+            return reason
+        time.sleep(interval)
+
+
+def spawn_watchdog(home: Path, interval: float) -> int:
+    """Start (or restart) the detached watchdog of this stack; returns its pid."""
+    svc = daemons.Service("watchdog", home, "127.0.0.1", 0)
+    daemons.stop(svc, grace=5.0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update({daemons.MARKER: str(home), "STEEP_SERVICE": "watchdog", "PREFECT_HOME": str(home / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    svc.log_file.parent.mkdir(parents=True, exist_ok=True)
+    svc.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(svc.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "steep.stack.lifecycle", "--home", str(home), "--interval", str(interval)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd(),
+            start_new_session=True,
+        )  # fmt: skip
+    svc.pid_file.write_text(
+        json.dumps({"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time()})
+    )
+    return proc.pid
+
+
+def watchdog_pid(home: Path) -> int | None:
+    proc = daemons.read_pid(daemons.Service("watchdog", home, "127.0.0.1", 0))
+    return proc.pid if proc else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steep.stack.lifecycle")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--interval", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    home = Path(args.home).resolve()
+    # This process carries the marker (destroy finds and stops it); what it starts to tear down must not.
+    os.environ.pop(daemons.MARKER, None)
+    with contextlib.suppress(KeyboardInterrupt):
+        reason = watch(home, args.interval)
+        print(f"watchdog done: {reason or 'stack gone'}", flush=True)
+    (home / "run" / "watchdog.pid").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,489 @@
+"""Fine-tuning as a plain function: `train(cfg, splits)` -> TrainResult.
+
+The driver checks everything it can before anything is recorded (model found, LoRA targets exist, data
+big enough for a batch), tokenizes once, runs ray_jobs/train.py on a Ray TorchTrainer (or in-process with
+workers=0), streams per-step metrics to MLflow and a progress bar off the training path, then logs the
+loss curve and the trained model as a pyfunc. A failed run is marked FAILED and logs no model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steep import models
+from steep.config import SteepConfig
+from steep.data import Splits
+from steep.errors import SteepError
+
+RUNS_DIR = "runs"
+LATEST_FILE = "latest"
+
+
+class TrainingError(SteepError):
+    """Training cannot start or did not finish, for a reason the user can act on."""
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_name: str
+    model_uri: str | None
+    checkpoint_path: str
+    model_dir: str
+    base_model_dir: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_step: int = 0
+    timing: dict[str, float] = field(default_factory=dict)  # total_s, startup_s, steps_s, after_s
+
+
+# --------------------------------------------------------------------------------------------- preflight
+@dataclass
+class Prepared:
+    model_dir: Path
+    kind: models.Kind
+    fmt: models.PromptFormat
+    examples: list[dict[str, list[int]]]
+    tokens: int
+
+
+def prepare(cfg: SteepConfig, splits: Splits) -> Prepared:
+    """Everything that can fail on user input, before a run is recorded: model, targets, data size."""
+    model_dir = models.resolve_model(cfg)
+    kind = models.model_kind(model_dir, cfg.model.kind)
+    _check_targets(cfg, model_dir, kind)
+    train = splits.train
+    needed = max(cfg.training.batch_size, cfg.training.workers, 1)
+    if len(train) < needed:
+        raise TrainingError(
+            f"the train split has {len(train)} row(s), fewer than "
+            f"training.batch_size={cfg.training.batch_size}"
+            f"{f' / training.workers={cfg.training.workers}' if cfg.training.workers > 1 else ''}. "
+            "Lower training.batch_size, or give the split more data (data.split.train, more rows)."
+        )
+    if cfg.training.workers > cfg.training.batch_size:
+        raise TrainingError(
+            f"training.batch_size={cfg.training.batch_size} is split over training.workers="
+            f"{cfg.training.workers}: each worker needs at least one example. "
+            "Raise batch_size or lower workers."
+        )
+    tokenizer = models.load_tokenizer(model_dir, kind)
+    fmt = models.PromptFormat.from_config(cfg.model, kind)
+    encoder = models.Encoder(tokenizer, fmt)
+    examples = [encoder.example(t, s) for t, s in zip(train["text"], train["summary"], strict=True)]
+    tokens = sum(len(e["input_ids"]) + (len(e["labels"]) if kind == "seq2seq" else 0) for e in examples)
+    return Prepared(model_dir, kind, fmt, examples, tokens)
+
+
+def _check_targets(cfg: SteepConfig, model_dir: Path, kind: models.Kind) -> None:
+    """LoRA targets against the model's layer names, on a weightless (meta) copy: no memory, no load time."""
+    if cfg.training.method != "lora" or cfg.training.lora.target_modules == "all-linear":
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
+    with torch.device("meta"):
+        skeleton = auto.from_config(AutoConfig.from_pretrained(model_dir))
+    models.check_target_modules(skeleton, cfg.training.lora.target_modules)
+
+
+# --------------------------------------------------------------------------------------------- run state
+def runs_root(cfg: SteepConfig) -> Path:
+    return (cfg.home / RUNS_DIR).resolve()
+
+
+def _run_state(cfg: SteepConfig, name: str) -> Path:
+    return runs_root(cfg) / name / "run.json"
+
+
+def latest_run(cfg: SteepConfig) -> str | None:
+    marker = runs_root(cfg) / LATEST_FILE
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+# --------------------------------------------------------------------------------------------- progress
+class _Progress:
+    """Consumes worker events: per-step metrics to MLflow (batched, background) and a terminal bar."""
+
+    def __init__(self, events: Any, logger: Any, total_tokens: int, show: bool):
+        self.events = events
+        self.logger = logger
+        self.total_tokens = total_tokens
+        self.show = show
+        self.history: list[dict[str, float]] = []
+        self.resumed_from = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="steep-progress", daemon=True)
+        self._bar: Any = None
+        self._task: Any = None
+        self._tokens = 0
+        self._seconds = 0.0
+        self.first_step_start: float | None = None
+        self.last_step_end: float | None = None
+
+    def __enter__(self) -> _Progress:
+        if self.show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(), transient=False,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=None, info="starting workers")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consume()
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _get(self) -> list[dict[str, Any]]:
+        if isinstance(self.events, queue.Queue):
+            items = []
+            while True:
+                try:
+                    items.append(self.events.get_nowait())
+                except queue.Empty:
+                    return items
+        try:
+            return list(self.events.get_nowait_batch(self.events.qsize()))
+        except Exception:  # the queue actor is gone (driver shutting down)
+            return []
+
+    def _consume(self) -> None:
+        for event in self._get():
+            kind = event["event"]
+            if kind == "start":
+                self.resumed_from = max(self.resumed_from, event["step"])
+                if self._bar is not None:
+                    self._bar.update(self._task, total=event["total_steps"], completed=event["step"], info="")
+            elif kind == "step":
+                if self.first_step_start is None:
+                    self.first_step_start = event["time"] - event["seconds"]
+                self.last_step_end = event["time"]
+                self._tokens += event["tokens"]
+                self._seconds += event["seconds"]
+                tps = event["tokens"] / max(event["seconds"], 1e-9)
+                row = {"step": event["step"], "loss": event["loss"], "lr": event["lr"], "tokens_per_s": tps}
+                self.history.append(row)
+                self.logger.log({k: v for k, v in row.items() if k != "step"}, step=event["step"])
+                if self._bar is not None:
+                    avg = self._tokens / max(self._seconds, 1e-9)
+                    info = f"epoch {event['epoch'] + 1} loss {event['loss']:.3f} {avg:,.0f} tok/s"
+                    self._bar.update(self._task, completed=event["step"], info=info)
+                    if not self._bar.console.is_terminal:
+                        self._log_line(event, info)
+
+    def _log_line(self, event: dict[str, Any], info: str) -> None:
+        """Without a terminal (logs, CI, a Prefect worker) the bar is invisible: log every tenth instead."""
+        total = self._bar.tasks[0].total or 0
+        tenth = max(1, total // 10)
+        if event["step"] % tenth and event["step"] != total:
+            return
+        remaining = self._bar.tasks[0].time_remaining
+        eta = f", about {remaining:.0f} s left" if remaining else ""
+        print(f"training step {event['step']}/{total}: {info}{eta}", flush=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._consume()
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self._tokens / self._seconds if self._seconds else 0.0
+
+
+class _RayQueueSink:
+    """What rank 0 puts events into: fire-and-forget, so a step never waits on the driver."""
+
+    def __init__(self, ray_queue: Any):
+        self.queue = ray_queue
+
+    def put_nowait(self, item: dict[str, Any]) -> None:
+        self.queue.actor.put_nowait.remote(item)
+
+
+# --------------------------------------------------------------------------------------------- ray
+def _ray_session(cfg: SteepConfig, ray_address: str | None) -> tuple[bool, int]:
+    """Connect to the stack's Ray, reuse a running one, or start a local one; -> (started here, CPUs)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = False
+    if not ray.is_initialized():
+        if ray_address:
+            ray.init(address=ray_address, runtime_env=_runtime_env(), log_to_driver=False)
+        else:
+            tmp = Path(tempfile.gettempdir()) / f"steep-ray-{os.getuid()}"
+            ray.init(
+                num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=str(tmp),
+                runtime_env=_runtime_env(), log_to_driver=False,
+            )  # fmt: skip
+        started = True
+    return started, int(ray.cluster_resources().get("CPU", 1))
+
+
+def _runtime_env() -> dict[str, Any]:
+    """Workers import steep and ray_jobs: the editable install covers it; PYTHONPATH covers a checkout."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": {"PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}}
+
+
+def _ray_oom_types() -> tuple[type[BaseException], ...]:
+    try:
+        from ray.exceptions import OutOfMemoryError
+
+        return (OutOfMemoryError,)
+    except ImportError:
+        return ()
+
+
+def _user_error(exc: BaseException, wanted: tuple[type[BaseException], ...]) -> BaseException | None:
+    """Find a worker's user-fixable error inside Ray's TrainingFailedError wrappers and exception chains."""
+    todo, seen = [exc], set()
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, wanted):
+            return current
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo.extend(f for f in failures.values() if isinstance(f, BaseException))
+        for linked in (current.__cause__, current.__context__, getattr(current, "cause", None)):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return None
+
+
+# --------------------------------------------------------------------------------------------- train
+def train(
+    cfg: SteepConfig,
+    splits: Splits,
+    *,
+    tracking_uri: str | None = None,
+    ray_address: str | None = None,
+    resume: bool = False,
+    run_name: str | None = None,
+    progress: bool = False,
+    checkpoint_storage: str | None = None,
+    fail_at_step: int | None = None,
+) -> TrainResult:
+    """Fine-tune cfg.model on splits.train with Ray Train and record it in MLflow.
+
+    resume=True continues the latest run (or `run_name`) from its last checkpoint, in the same MLflow run.
+    Ray checkpoints go under project.home, or `checkpoint_storage` (a path or URI every Ray node can reach,
+    e.g. the stack's bucket) when the cluster is remote.
+    `fail_at_step` crashes one worker once at that step (a fault-injection hook for tests and drills).
+    """
+    import mlflow
+    import torch
+
+    from ray_jobs import train as job
+    from steep import tracking
+
+    t0 = time.time()
+    prepared = prepare(cfg, splits)
+    experiment_id = tracking.setup(cfg, tracking_uri)
+    client = mlflow.MlflowClient()
+
+    # the run: new, or the one a dead driver left behind
+    if resume:
+        run_name = run_name or latest_run(cfg)
+        if run_name is None or not _run_state(cfg, run_name).is_file():
+            raise TrainingError(
+                f"nothing to resume: no run recorded under {runs_root(cfg)}; run `steep train` first"
+            )
+        state = json.loads(_run_state(cfg, run_name).read_text())
+        run_id = state["run_id"]
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_name = run_name or f"{cfg.project.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        run = client.create_run(experiment_id, run_name=run_name, tags=tracking.system_info())
+        run_id = run.info.run_id
+        _run_state(cfg, run_name).parent.mkdir(parents=True, exist_ok=True)
+        _run_state(cfg, run_name).write_text(json.dumps({"run_id": run_id, "run_name": run_name}))
+        (runs_root(cfg) / LATEST_FILE).write_text(run_name)
+        params = tracking.flat_params(cfg)
+        params.update({f"data.digest.{k}": v for k, v in splits.digests.items()})
+        params.update({"model.kind.resolved": prepared.kind, "data.train_rows": str(len(prepared.examples))})
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[start : start + 100])
+        client.set_tag(run_id, "steep.model_dir", str(prepared.model_dir))
+
+    storage = (
+        f"{checkpoint_storage.rstrip('/')}/{run_name}"
+        if checkpoint_storage
+        else runs_root(cfg) / run_name / "ray"
+    )
+    local_root = runs_root(cfg) / run_name / "checkpoints"
+    workers = cfg.training.workers
+    config: dict[str, Any] = {
+        "cfg": cfg.model_dump(mode="json"),
+        "model_dir": str(prepared.model_dir),
+        "kind": prepared.kind,
+        "prompt_format": prepared.fmt.__dict__,
+        "examples": prepared.examples,
+        "fail_at_step": fail_at_step,
+        "fail_marker": str(runs_root(cfg) / run_name / "injected-failure"),
+    }
+    logger = tracking.MetricLogger(run_id)
+    started_ray = False
+    try:
+        if workers == 0:
+            events: Any = queue.Queue()
+            config.update(sink=events, threads=torch.get_num_threads(), local_checkpoint_root=str(local_root))
+            if resume:
+                config["resume_from"] = _latest_local_checkpoint(local_root)
+        else:
+            started_ray, cpus = _ray_session(cfg, ray_address)
+            from ray.util.queue import Queue
+
+            events = Queue()
+            config.update(sink=_RayQueueSink(events), threads=max(1, cpus // workers))
+        with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
+            result = _fit(job, cfg, config, storage, run_name)
+        checkpoint_dir = _keep_checkpoint(result, runs_root(cfg) / run_name / "final")
+        history = bar.history
+        logger.close()
+        model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, history, splits)
+        metrics = {
+            "loss": history[-1]["loss"] if history else float("nan"),
+            "loss_first": history[0]["loss"] if history else float("nan"),
+            "loss_last": history[-1]["loss"] if history else float("nan"),
+            "tokens_per_s": bar.tokens_per_s,
+            "steps": float(history[-1]["step"]) if history else 0.0,
+        }
+        summary = {k: v for k, v in metrics.items() if k not in ("loss", "tokens_per_s")}  # per-step series
+        client.log_batch(run_id, metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"]}))
+        client.set_terminated(run_id, status="FINISHED")
+    except BaseException as exc:
+        logger.close()
+        client.set_terminated(run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        found = _user_error(exc, (job.BatchTooLargeError, SteepError))
+        if found is not None:
+            raise TrainingError(str(found)) from exc
+        killed = _user_error(exc, _ray_oom_types())
+        if killed is not None:  # Ray's memory monitor killed a worker before torch could raise
+            raise TrainingError(job.oom_message(cfg.training.batch_size, max(1, workers))) from exc
+        raise
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return TrainResult(
+        run_id=run_id, run_name=run_name, model_uri=model_uri, checkpoint_path=str(checkpoint_dir),
+        model_dir=str(checkpoint_dir / job.MODEL_DIR), base_model_dir=str(prepared.model_dir),
+        metrics=metrics, history=history, resumed_from_step=bar.resumed_from, timing=_timing(t0, bar),
+    )  # fmt: skip
+
+
+def _timing(t0: float, bar: _Progress) -> dict[str, float]:
+    """Where the wall time went: start-up (Ray, model load) before the first step, steps, logging after."""
+    end = time.time()
+    first = bar.first_step_start or end
+    last = bar.last_step_end or end
+    return {
+        "total_s": end - t0,
+        "startup_s": first - t0,
+        "steps_s": bar._seconds,
+        "after_s": end - last,
+    }
+
+
+def _fit(job: Any, cfg: SteepConfig, config: dict[str, Any], storage: Path | str, run_name: str) -> Any:
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = cfg.training
+    trainer = TorchTrainer(
+        job.train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return trainer.fit()
+
+
+def _latest_local_checkpoint(root: Path) -> str | None:
+    found = sorted(root.glob("checkpoint_*")) if root.is_dir() else []
+    complete = [p for p in found if (p / "state.json").is_file()]
+    return str(complete[-1]) if complete else None
+
+
+def _keep_checkpoint(result: Any, dest: Path) -> Path:
+    """Copy the final checkpoint out of Ray's storage: the run's model must outlive Ray's retention."""
+    if result.checkpoint is None:
+        raise TrainingError("training ended without a checkpoint; see the worker logs above")
+    if dest.exists():
+        shutil.rmtree(dest)
+    with result.checkpoint.as_directory() as folder:
+        shutil.copytree(folder, dest)
+    return dest
+
+
+def _metrics(values: dict[str, float]) -> list[Any]:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in values.items()]
+
+
+def _log_outputs(
+    cfg: SteepConfig, run_id: str, prepared: Prepared, checkpoint_dir: Path, history: list[dict[str, float]],
+    splits: Splits,
+) -> str:  # fmt: skip
+    """Loss curve, checkpoint state and the pyfunc model (adapter + base, or merged / full weights)."""
+    import mlflow
+
+    from ray_jobs import train as job
+    from steep import tracking
+
+    model_dir = checkpoint_dir / job.MODEL_DIR
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False), tempfile.TemporaryDirectory() as tmp:
+        if history:
+            mlflow.log_artifact(str(tracking.loss_plot(history, Path(tmp) / "loss_curve.png")), "plots")
+            mlflow.log_dict({"history": history}, "plots/loss_history.json")
+        mlflow.log_artifact(str(checkpoint_dir / job.STATE_FILE), "checkpoint")
+        if cfg.training.method == "full":
+            artifacts = {"model": str(model_dir)}
+        elif cfg.training.merge_weights and cfg.training.method == "lora":
+            merged = Path(tmp) / "merged"
+            summarizer = models.load_for_inference(prepared.model_dir, model_dir)
+            summarizer.model.merge_and_unload().save_pretrained(merged)
+            summarizer.tokenizer.save_pretrained(merged)
+            prepared.fmt.save(merged)
+            artifacts = {"model": str(merged)}
+        else:
+            artifacts = {"base_model": str(prepared.model_dir), "adapter": str(model_dir)}
+        return tracking.log_summarizer(
+            artifacts, cfg.evaluation.max_new_tokens, staging_dir=checkpoint_dir.parent
+        )

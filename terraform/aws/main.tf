@@ -1,0 +1,379 @@
+# EKS with a CPU node group and a GPU node group (optionally spot), an S3 artifact bucket and an RDS
+# Postgres for MLflow, then the shared platform module on top.
+
+locals {
+  name = var.stack_name
+  tags = {
+    "steep:stack"      = var.stack_name
+    "steep:created-at" = var.created_at
+    "managed-by"       = "terraform"
+  }
+  azs = slice(data.aws_availability_zones.available.names, 0, 2)
+}
+
+data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:the first two zones are read once at create time; the subnets then pin them in state
+  state = "available"
+}
+
+data "aws_caller_identity" "current" {}
+
+data "aws_eks_cluster_auth" "this" {
+  name = aws_eks_cluster.this.name
+}
+
+# ------------------------------------------------------------------------------------------ network
+resource "aws_vpc" "this" {
+  cidr_block           = var.vpc_cidr
+  enable_dns_hostnames = true
+  enable_dns_support   = true
+  tags                 = { Name = local.name }
+}
+
+resource "aws_default_security_group" "this" {
+  vpc_id = aws_vpc.this.id
+}
+
+resource "aws_flow_log" "this" {
+  vpc_id               = aws_vpc.this.id
+  traffic_type         = "REJECT"
+  log_destination_type = "s3"
+  log_destination      = "${aws_s3_bucket.artifacts.arn}/vpc-flow-logs/"
+}
+
+resource "aws_subnet" "public" {
+  count             = 2
+  vpc_id            = aws_vpc.this.id
+  cidr_block        = cidrsubnet(var.vpc_cidr, 4, count.index)
+  availability_zone = local.azs[count.index]
+  tags              = { Name = "${local.name}-public-${count.index}", "kubernetes.io/role/elb" = "1" }
+}
+
+resource "aws_subnet" "private" {
+  count             = 2
+  vpc_id            = aws_vpc.this.id
+  cidr_block        = cidrsubnet(var.vpc_cidr, 4, count.index + 8)
+  availability_zone = local.azs[count.index]
+  tags              = { Name = "${local.name}-private-${count.index}", "kubernetes.io/role/internal-elb" = "1" }
+}
+
+resource "aws_internet_gateway" "this" {
+  vpc_id = aws_vpc.this.id
+}
+
+resource "aws_eip" "nat" {
+  domain = "vpc"
+}
+
+resource "aws_nat_gateway" "this" {
+  allocation_id = aws_eip.nat.id
+  subnet_id     = aws_subnet.public[0].id
+  depends_on    = [aws_internet_gateway.this]
+}
+
+resource "aws_route_table" "public" {
+  vpc_id = aws_vpc.this.id
+  route {
+    cidr_block = "0.0.0.0/0"
+    gateway_id = aws_internet_gateway.this.id
+  }
+}
+
+resource "aws_route_table" "private" {
+  vpc_id = aws_vpc.this.id
+  route {
+    cidr_block     = "0.0.0.0/0"
+    nat_gateway_id = aws_nat_gateway.this.id
+  }
+}
+
+resource "aws_route_table_association" "public" {
+  count          = 2
+  subnet_id      = aws_subnet.public[count.index].id
+  route_table_id = aws_route_table.public.id
+}
+
+resource "aws_route_table_association" "private" {
+  count          = 2
+  subnet_id      = aws_subnet.private[count.index].id
+  route_table_id = aws_route_table.private.id
+}
+
+# ------------------------------------------------------------------------------------------ encryption
+resource "aws_kms_key" "this" {
+  description         = "${local.name}: EKS secrets, S3 artifacts, RDS"
+  enable_key_rotation = true
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "AccountAdmin"
+      Effect    = "Allow"
+      Principal = { AWS = "arn:aws:iam::${data.aws_caller_identity.current.account_id}:root" }
+      Action    = "kms:*"
+      Resource  = "*"
+    }]
+  })
+}
+
+# ------------------------------------------------------------------------------------------ EKS
+resource "aws_iam_role" "cluster" {
+  name = "${local.name}-eks-cluster"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Principal = { Service = "eks.amazonaws.com" }, Action = "sts:AssumeRole" }]
+  })
+}
+
+resource "aws_iam_role_policy_attachment" "cluster" {
+  role       = aws_iam_role.cluster.name
+  policy_arn = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"
+}
+
+resource "aws_eks_cluster" "this" {
+  name                      = local.name
+  role_arn                  = aws_iam_role.cluster.arn
+  version                   = var.kubernetes_version
+  enabled_cluster_log_types = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+
+  vpc_config {
+    subnet_ids              = aws_subnet.private[*].id
+    endpoint_private_access = true
+    #checkov:skip=CKV_AWS_38:the endpoint is reachable only from var.admin_cidrs, which users narrow to their network
+    #checkov:skip=CKV_AWS_39:steep's CLI and CI reach the API from outside the VPC; access is limited by var.admin_cidrs
+    endpoint_public_access = true
+    public_access_cidrs    = var.admin_cidrs
+  }
+
+  encryption_config {
+    resources = ["secrets"]
+    provider {
+      key_arn = aws_kms_key.this.arn
+    }
+  }
+
+  depends_on = [aws_iam_role_policy_attachment.cluster]
+}
+
+resource "aws_iam_role" "node" {
+  name = "${local.name}-eks-node"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Principal = { Service = "ec2.amazonaws.com" }, Action = "sts:AssumeRole" }]
+  })
+}
+
+resource "aws_iam_role_policy_attachment" "node" {
+  for_each = toset([
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+  ])
+  role       = aws_iam_role.node.name
+  policy_arn = each.value
+}
+
+resource "aws_eks_node_group" "cpu" {
+  cluster_name    = aws_eks_cluster.this.name
+  node_group_name = "cpu"
+  node_role_arn   = aws_iam_role.node.arn
+  subnet_ids      = aws_subnet.private[*].id
+  instance_types  = [var.cpu_instance_type]
+  labels          = { "steep.dev/pool" = "cpu" }
+
+  scaling_config {
+    desired_size = var.cpu_nodes
+    min_size     = 1
+    max_size     = max(var.cpu_nodes, 1) * 2
+  }
+
+  depends_on = [aws_iam_role_policy_attachment.node]
+}
+
+resource "aws_eks_node_group" "gpu" {
+  cluster_name    = aws_eks_cluster.this.name
+  node_group_name = "gpu"
+  node_role_arn   = aws_iam_role.node.arn
+  subnet_ids      = aws_subnet.private[*].id
+  instance_types  = [var.gpu_instance_type]
+  ami_type        = "AL2_x86_64_GPU"
+  capacity_type   = var.gpu_spot ? "SPOT" : "ON_DEMAND"
+  labels          = { "steep.dev/pool" = "gpu" }
+
+  taint {
+    key    = "nvidia.com/gpu"
+    value  = "true"
+    effect = "NO_SCHEDULE"
+  }
+
+  scaling_config {
+    desired_size = var.gpu_nodes
+    min_size     = 0
+    max_size     = max(var.gpu_nodes, 1)
+  }
+
+  depends_on = [aws_iam_role_policy_attachment.node]
+}
+
+# ------------------------------------------------------------------------------------------ storage
+resource "aws_s3_bucket" "artifacts" {
+  bucket_prefix = "${local.name}-artifacts-"
+  force_destroy = true # `steep destroy` must leave nothing behind
+  #checkov:skip=CKV_AWS_144:cross-region replication doubles the cost of a disposable training stack
+  #checkov:skip=CKV_AWS_18:access logging would need a second bucket that outlives destroy; CloudTrail covers API access
+  #checkov:skip=CKV2_AWS_62:no consumer of bucket events; MLflow reads artifacts through its server
+}
+
+resource "aws_s3_bucket_versioning" "artifacts" {
+  bucket = aws_s3_bucket.artifacts.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "artifacts" {
+  bucket = aws_s3_bucket.artifacts.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = aws_kms_key.this.arn
+    }
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "artifacts" {
+  bucket                  = aws_s3_bucket.artifacts.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "artifacts" {
+  bucket = aws_s3_bucket.artifacts.id
+  rule {
+    id     = "expire-old-versions"
+    status = "Enabled"
+    filter {}
+    noncurrent_version_expiration {
+      noncurrent_days = 30
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+}
+
+# ------------------------------------------------------------------------------------------ database
+resource "random_password" "db" {
+  length  = 32
+  special = false
+}
+
+resource "aws_db_subnet_group" "this" {
+  name       = "${local.name}-db"
+  subnet_ids = aws_subnet.private[*].id
+}
+
+resource "aws_security_group" "db" {
+  name        = "${local.name}-db"
+  description = "Postgres reachable from the EKS nodes only"
+  vpc_id      = aws_vpc.this.id
+
+  ingress {
+    description     = "Postgres from the cluster"
+    from_port       = 5432
+    to_port         = 5432
+    protocol        = "tcp"
+    security_groups = [aws_eks_cluster.this.vpc_config[0].cluster_security_group_id]
+  }
+}
+
+resource "aws_db_instance" "mlflow" {
+  identifier_prefix                   = "${local.name}-mlflow-"
+  engine                              = "postgres"
+  engine_version                      = "16"
+  instance_class                      = var.db_instance_class
+  allocated_storage                   = 20
+  db_name                             = "mlflow"
+  username                            = "mlflow"
+  password                            = random_password.db.result
+  db_subnet_group_name                = aws_db_subnet_group.this.name
+  vpc_security_group_ids              = [aws_security_group.db.id]
+  storage_encrypted                   = true
+  kms_key_id                          = aws_kms_key.this.arn
+  iam_database_authentication_enabled = true
+  backup_retention_period             = 7
+  copy_tags_to_snapshot               = true
+  auto_minor_version_upgrade          = true
+  monitoring_interval                 = 0
+  performance_insights_enabled        = true
+  performance_insights_kms_key_id     = aws_kms_key.this.arn
+  enabled_cloudwatch_logs_exports     = ["postgresql", "upgrade"]
+  skip_final_snapshot                 = true # destroy must not leave a billable snapshot
+  #checkov:skip=CKV_AWS_293:deletion protection would make `steep destroy` fail; the stack is disposable by design
+  #checkov:skip=CKV_AWS_157:Multi-AZ doubles the database cost; MLflow metadata of a training stack tolerates a restore
+  #checkov:skip=CKV_AWS_118:enhanced monitoring needs an extra IAM role; CloudWatch logs are exported
+  #checkov:skip=CKV2_AWS_30:query logging is enabled through enabled_cloudwatch_logs_exports
+}
+
+# ------------------------------------------------------------------------------------------ platform
+resource "aws_iam_role" "artifacts" {
+  name = "${local.name}-artifacts"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Federated = aws_iam_openid_connect_provider.eks.arn }
+      Action    = "sts:AssumeRoleWithWebIdentity"
+    }]
+  })
+}
+
+resource "aws_iam_role_policy" "artifacts" {
+  role = aws_iam_role.artifacts.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Effect   = "Allow"
+        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]
+        Resource = [aws_s3_bucket.artifacts.arn, "${aws_s3_bucket.artifacts.arn}/*"]
+      },
+      {
+        Effect   = "Allow"
+        Action   = ["kms:Decrypt", "kms:GenerateDataKey"]
+        Resource = [aws_kms_key.this.arn]
+      },
+    ]
+  })
+}
+
+data "tls_certificate" "eks" {
+  url = aws_eks_cluster.this.identity[0].oidc[0].issuer
+}
+
+resource "aws_iam_openid_connect_provider" "eks" {
+  url             = aws_eks_cluster.this.identity[0].oidc[0].issuer
+  client_id_list  = ["sts.amazonaws.com"]
+  thumbprint_list = [data.tls_certificate.eks.certificates[0].sha1_fingerprint]
+}
+
+module "platform" {
+  source     = "../modules/platform"
+  stack_name = var.stack_name
+
+  artifact_uri = "s3://${aws_s3_bucket.artifacts.bucket}/mlflow"
+  database = {
+    host     = aws_db_instance.mlflow.address
+    port     = aws_db_instance.mlflow.port
+    name     = aws_db_instance.mlflow.db_name
+    user     = aws_db_instance.mlflow.username
+    password = random_password.db.result
+  }
+  service_account_annotations = { "eks.amazonaws.com/role-arn" = aws_iam_role.artifacts.arn }
+  gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
+  gpu_node_selector           = { "steep.dev/pool" = "gpu" }
+  labels                      = { "steep.dev/target" = "aws" }
+
+  depends_on = [aws_eks_node_group.cpu]
+}

@@ -1,0 +1,51 @@
+# The stack contract (DESIGN.md): the same names on every target.
+
+output "mlflow_tracking_uri" {
+  description = "MLflow tracking server (in-cluster; `kubectl port-forward` from outside)."
+  value       = module.platform.mlflow_tracking_uri
+}
+
+output "artifact_uri" {
+  description = "Blob location of MLflow artifacts."
+  value       = "wasbs://${azurerm_storage_container.artifacts.name}@${azurerm_storage_account.artifacts.name}.blob.core.windows.net/mlflow"
+}
+
+output "prefect_api_url" {
+  description = "Prefect API URL."
+  value       = module.platform.prefect_api_url
+}
+
+output "ray_address" {
+  description = "Ray client address of the KubeRay head."
+  value       = module.platform.ray_address
+}
+
+output "serving_url" {
+  description = "Kubernetes namespace the model is served from."
+  value       = "k8s://${azurerm_kubernetes_cluster.this.name}/${module.platform.serving_namespace}"
+}
+
+output "namespace" {
+  description = "Serving namespace."
+  value       = module.platform.serving_namespace
+}
+
+output "target" {
+  description = "The target this stack runs on."
+  value       = "azure"
+}
+
+output "created_at" {
+  description = "When the stack was first provisioned."
+  value       = var.created_at
+}
+
+output "cluster_name" {
+  description = "AKS cluster name (az aks get-credentials ...)."
+  value       = azurerm_kubernetes_cluster.this.name
+}
+
+output "region" {
+  description = "Azure region."
+  value       = var.region
+}

@@ -1,0 +1,87 @@
+variable "stack_name" {
+  type        = string
+  description = "Names the stack; every resource is tagged steep-stack = stack_name."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,38}[a-z0-9]$", var.stack_name))
+    error_message = "The stack_name must be 3-40 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "region" {
+  type        = string
+  description = "Azure region (location), e.g. eastus or westeurope."
+  default     = "eastus"
+
+  validation {
+    condition     = can(regex("^[a-z]+[a-z0-9]*[0-9]?$", var.region))
+    error_message = "The region must be an Azure location name such as eastus or westeurope (lowercase, no spaces)."
+  }
+}
+
+variable "created_at" {
+  type        = string
+  description = "RFC 3339 time the stack was first provisioned."
+}
+
+variable "cpu_instance_type" {
+  type        = string
+  description = "VM size of the CPU node pool."
+  default     = "Standard_D4s_v5"
+}
+
+variable "cpu_nodes" {
+  type        = number
+  description = "Nodes in the CPU node pool."
+  default     = 2
+
+  validation {
+    condition     = var.cpu_nodes >= 1 && var.cpu_nodes <= 256
+    error_message = "The cpu_nodes must be between 1 and 256."
+  }
+}
+
+variable "gpu_instance_type" {
+  type        = string
+  description = "VM size of the GPU node pool."
+  default     = "Standard_NC4as_T4_v3"
+
+  validation {
+    condition     = can(regex("^Standard_N", var.gpu_instance_type))
+    error_message = "The gpu_instance_type must be an N-series (GPU) VM size."
+  }
+}
+
+variable "gpu_nodes" {
+  type        = number
+  description = "Nodes in the GPU node pool; 0 keeps the pool scaled to zero."
+  default     = 0
+
+  validation {
+    condition     = var.gpu_nodes >= 0 && var.gpu_nodes <= 64
+    error_message = "The gpu_nodes must be between 0 and 64."
+  }
+}
+
+variable "gpu_spot" {
+  type        = bool
+  description = "Run the GPU node pool on spot VMs."
+  default     = true
+}
+
+variable "db_sku" {
+  type        = string
+  description = "SKU of the PostgreSQL flexible server behind MLflow."
+  default     = "B_Standard_B1ms"
+}
+
+variable "admin_cidrs" {
+  type        = list(string)
+  description = "CIDRs allowed to reach the AKS API server."
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0))])
+    error_message = "Every admin_cidrs entry must be a valid CIDR block."
+  }
+}

@@ -1,0 +1,101 @@
+variable "stack_name" {
+  type        = string
+  description = "Names the stack; prefixes releases and labels every object."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,38}[a-z0-9]$", var.stack_name))
+    error_message = "The stack_name must be 3-40 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "namespace" {
+  type        = string
+  description = "Namespace of the platform services (MLflow, KubeRay, Prefect)."
+  default     = "steep"
+}
+
+variable "serving_namespace" {
+  type        = string
+  description = "Namespace where `steep serve` deploys the model (Deployment + HPA)."
+  default     = "steep-serving"
+}
+
+variable "artifact_uri" {
+  type        = string
+  description = "Bucket URI for MLflow artifacts: s3://..., gs://... or wasbs://..."
+
+  validation {
+    condition     = can(regex("^(s3|gs|wasbs)://", var.artifact_uri))
+    error_message = "The artifact_uri must start with s3://, gs:// or wasbs://."
+  }
+}
+
+variable "database" {
+  type = object({
+    host     = string
+    port     = number
+    name     = string
+    user     = string
+    password = string
+  })
+  description = "Postgres backend store of MLflow."
+  sensitive   = true
+}
+
+variable "service_account_annotations" {
+  type        = map(string)
+  description = "Annotations of the MLflow and Ray service accounts (IRSA role, GKE Workload Identity, Azure workload identity) that grant bucket access."
+  default     = {}
+}
+
+variable "cpu_workers" {
+  type        = object({ min = number, max = number, cpu = string, memory = string })
+  description = "Ray CPU worker group: replica bounds and per-worker resources."
+  default     = { min = 1, max = 4, cpu = "2", memory = "8Gi" }
+
+  validation {
+    condition     = var.cpu_workers.min >= 0 && var.cpu_workers.max >= var.cpu_workers.min
+    error_message = "The cpu_workers need 0 <= min <= max."
+  }
+}
+
+variable "gpu_workers" {
+  type        = object({ min = number, max = number, gpus = number, cpu = string, memory = string })
+  description = "Ray GPU worker group; max = 0 leaves it out."
+  default     = { min = 0, max = 0, gpus = 1, cpu = "4", memory = "16Gi" }
+
+  validation {
+    condition     = var.gpu_workers.min >= 0 && var.gpu_workers.max >= var.gpu_workers.min && var.gpu_workers.gpus >= 1
+    error_message = "The gpu_workers need 0 <= min <= max and gpus >= 1."
+  }
+}
+
+variable "gpu_node_selector" {
+  type        = map(string)
+  description = "Node labels that select the GPU node pool."
+  default     = {}
+}
+
+variable "ray_image" {
+  type        = string
+  description = "Container image of the Ray head and workers (steep installed in it)."
+  default     = "rayproject/ray:2.60.0-py311"
+}
+
+variable "chart_versions" {
+  type        = map(string)
+  description = "Pinned Helm chart versions: mlflow, kuberay, prefect_server, prefect_worker, metrics_server."
+  default = {
+    mlflow         = "0.7.19"
+    kuberay        = "1.2.2"
+    prefect_server = "2025.9.5"
+    prefect_worker = "2025.9.5"
+    metrics_server = "3.12.2"
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels added to every Kubernetes object."
+  default     = {}
+}

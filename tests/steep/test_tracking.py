@@ -1,0 +1,63 @@
+"""steep.tracking: where runs go by default, flat params, metrics batched off the training path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from steep import tracking
+from steep.config import SteepConfig
+
+
+def _cfg(home: Path) -> SteepConfig:
+    return SteepConfig.model_validate({"project": {"home": str(home), "name": "track-test"}})
+
+
+def test_embedded_sqlite_under_home_with_artifacts_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = SteepConfig.model_validate({"project": {"home": ".steep"}})
+    assert tracking.default_tracking_uri(cfg) == f"sqlite:///{tmp_path / '.steep' / 'mlflow.db'}"
+    first = tracking.setup(cfg)
+    assert tracking.setup(cfg) == first  # idempotent: the experiment is reused
+    experiment = mlflow.MlflowClient().get_experiment(first)
+    assert experiment.name == "steep"
+    assert experiment.artifact_location == (tmp_path / ".steep" / "mlartifacts").as_uri()
+    assert (tmp_path / ".steep" / "mlflow.db").is_file()
+
+
+def test_a_given_uri_wins(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    tracking.setup(_cfg(tmp_path / "home"), uri)
+    assert mlflow.get_tracking_uri() == uri
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "home" / "mlflow.db").exists()
+
+
+def test_flat_params_are_dotted_strings():
+    params = tracking.flat_params(SteepConfig())
+    assert params["training.lora.r"] == "16"
+    assert params["training.lora.target_modules"] == "all-linear"
+    assert params["data.split.train"] == "0.8"
+    assert all(isinstance(v, str) and len(v) <= 6000 for v in params.values())
+
+
+def test_metric_logger_batches_and_flushes_on_close(tmp_path):
+    experiment = tracking.setup(_cfg(tmp_path))
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(experiment).info.run_id
+    logger = tracking.MetricLogger(run_id, flush_seconds=60)  # nothing flushes before close()
+    for step in range(1, 1201):
+        logger.log({"loss": 1.0 / step, "lr": 0.1}, step=step)
+    assert client.get_metric_history(run_id, "loss") == []
+    logger.close()
+    history = client.get_metric_history(run_id, "loss")
+    assert len(history) == 1200 and sorted(m.step for m in history)[-1] == 1200
+
+
+def test_texts_of_accepts_frames_lists_and_strings():
+    assert tracking.texts_of(pd.DataFrame({"id": [1], "text": ["a"]})) == ["a"]
+    assert tracking.texts_of(pd.DataFrame({0: ["b", "c"]})) == ["b", "c"]
+    assert tracking.texts_of(["d"]) == ["d"]
+    assert tracking.texts_of("e") == ["e"]
+    assert tracking.texts_of(pd.Series(["f"])) == ["f"]
