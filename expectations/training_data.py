@@ -2,8 +2,7 @@
 
 Run on the canonical table (id, group, text, summary) plus derived length columns, so every rule is a stock GX
 expectation that shows up by name in Data Docs. Row-level rules can drop their bad rows
-(policy `on_bad_rows`);
-table-level rules always decide the run.
+(policy `on_bad_rows`); table-level rules always decide the run.
 """
 
 from __future__ import annotations
@@ -15,11 +14,10 @@ import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
 from steep.config import ValidationConfig
+from steep.pii import EMAIL, PHONE
 
 SUITE_NAME = "steep_training_data"
 
-EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
-PHONE = r"(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}\b"
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from expectations.training_data import EMAIL, PHONE
 from steep.config import SteepConfig
+from steep.pii import EMAIL, PHONE
 
 _WORD = re.compile(r"[a-z0-9']+")
 _EMAIL = re.compile(EMAIL)

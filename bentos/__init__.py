@@ -1,0 +1,1 @@
+"""BentoML services and their build configs."""

@@ -1,0 +1,52 @@
+"""The BentoML service: POST /summarize over the registry's champion, with adaptive batching and hot swap.
+
+All behaviour lives in steep.serving; this file only declares the service to BentoML. The config comes from
+the bento's `steep_config` argument (baked in by `steep package`), STEEP_SERVING_CONFIG (set by `steep serve`)
+or ./steep.yaml, read once at import: BentoML needs the batch settings and request limits to declare
+the class.
+"""
+
+from pathlib import Path
+
+import bentoml
+
+from steep import serving
+
+CONFIG = serving.service_config(arguments=vars(bentoml.use_arguments()))
+LIMITS = CONFIG.serving
+Texts = serving.texts_type(LIMITS)
+
+
+@bentoml.service(
+    name="summarizer",
+    workers=1,
+    traffic={"timeout": max(60.0, LIMITS.max_latency_ms / 1000 * 3)},
+    endpoints={"livez": "/healthz", "readyz": "/readyz"},
+    http={"port": LIMITS.port},
+)
+class Summarizer:
+    """Summaries of legal text, each tagged with the model name, version and run that wrote it."""
+
+    def __init__(self) -> None:
+        self.engine = serving.Engine.from_config(CONFIG)
+
+    @bentoml.api(
+        batchable=LIMITS.max_batch_size > 1,
+        max_batch_size=max(LIMITS.max_batch_size, 2),
+        max_latency_ms=LIMITS.max_latency_ms,
+    )
+    def summarize(self, texts: Texts) -> list[serving.Summary]:
+        """One text or a list of texts -> one summary per text, in order."""
+        return self.engine.summarize(texts)
+
+    def __is_ready__(self) -> bool:
+        return self.engine.slot.ready
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.engine.close()
+
+
+Summarizer.add_asgi_middleware(
+    serving.Gate, page=Path(__file__).parent / "static" / "index.html", serving=LIMITS
+)

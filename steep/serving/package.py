@@ -1,0 +1,285 @@
+"""`steep package`: a bento of the served model version, and Kubernetes manifests for a cloud stack.
+
+The bento pins the model version it was built for (its tag is `v<version>`), so an image always serves the
+model it is named after. Locking is off: BentoML's lock resolves against the public index and would put a
+CUDA torch into a CPU image; the requirements are the versions installed here instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steep.config import SteepConfig
+from steep.serving import CONFIG_ARG, CONFIG_ENV, ServingError, config_env
+from steep.serving.process import SERVICE, bentoml_home, source_root
+
+# what the service imports at run time (steep.inference_log pulls in great-expectations for its PII patterns)
+RUNTIME_PACKAGES = (
+    "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "mlflow", "bentoml",
+    "pydantic", "pyyaml", "pandas", "httpx", "psutil", "great-expectations",
+)  # fmt: skip
+INCLUDE = [
+    "steep/**/*.py",
+    "expectations/**/*.py",
+    "bentos/**/*.py",
+    "bentos/**/*.html",
+]
+EXCLUDE = ["**/__pycache__/", "tests/", ".steep/", ".venv/"]
+APP_LABEL = "app.kubernetes.io/name"
+STATE_DIR = "/var/lib/steep"  # project.home inside a pod: the inference log and MLflow's download cache
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str
+
+
+def bento_name(cfg: SteepConfig) -> str:
+    return f"{cfg.project.name}-summarizer"
+
+
+def bento_version(model_version: str) -> str:
+    return f"v{model_version}"
+
+
+def pinned_config(cfg: SteepConfig, model_version: str) -> SteepConfig:
+    """The config baked into the image: this model version, state under the container's working dir."""
+    data = cfg.model_dump(mode="json")
+    data["serving"]["model_alias"] = str(model_version)
+    data["serving"]["host"] = "0.0.0.0"  # inside a container, the pod network is the only way in
+    data["project"]["home"] = ".steep"
+    return SteepConfig.model_validate(data)
+
+
+def requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
+    """The runtime packages at the versions installed here, without local tags like `+cpu`.
+
+    A local tag only resolves on the index that built it: pass that index with --extra-index-url.
+    """
+    out = []
+    for package in packages:
+        try:
+            out.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            out.append(package)
+    return out
+
+
+def bentofile(cfg: SteepConfig, model: ModelRef, extra_index_urls: list[str] | None = None) -> dict[str, Any]:
+    """bentofile.yaml for the model version: service, sources, pinned requirements, the baked config."""
+    python: dict[str, Any] = {"packages": requirements(), "lock_packages": False}
+    if extra_index_urls:
+        python["extra_index_url"] = list(extra_index_urls)
+    return {
+        "service": SERVICE,
+        "name": bento_name(cfg),
+        "description": f"steep summarizer serving {model.name} v{model.version} (run {model.run_id})",
+        "labels": {
+            "steep.project": cfg.project.name,
+            "steep.model_name": model.name,
+            "steep.model_version": str(model.version),
+            "steep.run_id": model.run_id,
+        },
+        "include": INCLUDE,
+        "exclude": EXCLUDE,
+        "python": python,
+        "docker": {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"},
+        # a bento argument, not an env var: BentoML applies arguments wherever the bento is served
+        "args": {CONFIG_ARG: config_env(pinned_config(cfg, model.version))},
+        "envs": [
+            {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
+            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        ],
+    }
+
+
+def build_bento(
+    cfg: SteepConfig,
+    model: ModelRef,
+    out_dir: Path,
+    extra_index_urls: list[str] | None = None,
+    echo: Any = print,
+) -> tuple[str, Path]:
+    """Run `bentoml build` for the model version; -> (bento tag, bento folder in the bento store)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = bentofile(cfg, model, extra_index_urls)
+    file = out_dir / "bentofile.yaml"
+    file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    env = dict(os.environ)
+    env.setdefault("BENTOML_HOME", str(bentoml_home(cfg)))
+    env["BENTOML_DO_NOT_TRACK"] = "true"
+    env[CONFIG_ENV] = spec["args"][CONFIG_ARG]
+    exe = Path(sys.executable).with_name("bentoml")
+    cmd = [
+        str(exe) if exe.exists() else "bentoml",
+        "build",
+        "-f",
+        str(file),
+        "--version",
+        bento_version(model.version),
+        "--output",
+        "tag",
+        str(source_root()),
+    ]
+    echo(f"bentoml build {spec['name']}:{bento_version(model.version)} (package locking off)")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(source_root()))
+    if proc.returncode != 0:
+        raise ServingError(
+            f"bentoml build failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-3000:]}\n"
+            f"The bentofile it used is {file}."
+        )
+    tag = f"{spec['name']}:{bento_version(model.version)}"
+    store = Path(env["BENTOML_HOME"]) / "bentos" / spec["name"] / bento_version(model.version)
+    if not store.is_dir():
+        raise ServingError(
+            f"bentoml build reported success but {store} does not exist; output:\n{proc.stdout}"
+        )
+    return tag, store
+
+
+def container_context(bento_dir: Path, dest: Path) -> Path:
+    """The container build context: the bento folder, whose env/docker/Dockerfile builds the image.
+
+    Run `docker build -f env/docker/Dockerfile .` in it, or `bentoml containerize TAG` where Docker runs.
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(bento_dir, dest)
+    dockerfile = dest / "env" / "docker" / "Dockerfile"
+    if not dockerfile.is_file():
+        raise ServingError(
+            f"the bento at {bento_dir} has no env/docker/Dockerfile; rebuild it with `steep package`"
+        )
+    return dest
+
+
+# --------------------------------------------------------------------------------------------- kubernetes
+def render_manifests(
+    cfg: SteepConfig,
+    model: ModelRef,
+    image: str,
+    namespace: str,
+    tracking_uri: str | None = None,
+    cpu: str = "1",
+    memory: str = "2Gi",
+) -> list[dict[str, Any]]:
+    """Deployment + Service + HorizontalPodAutoscaler for the bento image, sized from `serving`.
+
+    Rolling updates never take a ready pod away before its replacement is ready (maxUnavailable 0), and
+    the readiness probe is /readyz, which answers only once the model is loaded: no request meets a cold pod.
+    """
+    serving = cfg.serving
+    app = bento_name(cfg)
+    labels = {
+        APP_LABEL: app,
+        "app.kubernetes.io/part-of": "steep",
+        "app.kubernetes.io/version": bento_version(model.version),
+        "steep/model-version": str(model.version),
+    }
+    selector = {APP_LABEL: app}
+    env: list[dict[str, Any]] = [{"name": "STEEP__PROJECT__HOME", "value": STATE_DIR}]
+    if tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
+    if serving.api_key_env:
+        env.append(
+            {
+                "name": serving.api_key_env,
+                "valueFrom": {"secretKeyRef": {"name": f"{app}-api-key", "key": "api-key"}},
+            }
+        )
+
+    def probe(path: str, **timing: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+    container = {
+        "name": "summarizer",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+        "startupProbe": probe("/healthz", periodSeconds=5, failureThreshold=60),
+        "readinessProbe": probe("/readyz", periodSeconds=5, failureThreshold=3),
+        "livenessProbe": probe("/healthz", periodSeconds=15, failureThreshold=4),
+        "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": app, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": max(serving.min_replicas, 1),
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(serving.port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": 60,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    # the inference log is written here; shipping it to the artifact store is the stack's job
+                    "volumes": [{"name": "state", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app, "namespace": namespace, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": app, "namespace": namespace, "labels": labels},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
+            # an HPA cannot scale to zero without an alpha feature gate: min_replicas 0 keeps one pod
+            "minReplicas": max(serving.min_replicas, 1),
+            "maxReplicas": serving.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": serving.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+    return [deployment, service, hpa]
+
+
+def write_manifests(docs: list[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
