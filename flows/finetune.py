@@ -1,9 +1,10 @@
 """The `steep run` pipeline as a Prefect flow.
 
-load -> validate -> split -> train -> evaluate -> gate -> register -> [approve] -> promote
+load -> validate -> split -> train -> evaluate -> gate -> register -> [approve] -> promote -> package
 
 Orchestration only: each task calls plain steep functions and logs what it decided. The champion alias
-moves in exactly one place, the last task, so a failure anywhere before it leaves the served model as it was.
+moves in exactly one place, the promote task, so a failure anywhere before it leaves the served model as
+it was; packaging comes after it and only builds what is already the champion.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class RunOutcome:
     promoted: bool = False
     approval: dict[str, Any] | None = None
     tracking_uri: str | None = None
+    bento: str | None = None
 
     def scores(self, name: str) -> dict[str, float] | None:
         found = next((e for e in self.evaluations if e.name == name), None)
@@ -223,6 +225,19 @@ def promote_task(registry: Registry, version: str, reason: str) -> None:
     get_run_logger().info("promoted %s v%s to champion", registry.name, version)
 
 
+@task(name="package")
+def package_task(cfg: SteepConfig, registry: Registry, version: str, run_id: str) -> str:
+    """The bento of the new champion, so `bentoml serve <tag>` or a container build can ship it as is."""
+    from steep.serving.package import ModelRef, bento_version, build_bento
+
+    log = get_run_logger()
+    out = cfg.home / "package" / bento_version(version)
+    tag, _ = build_bento(cfg, ModelRef(registry.name, version, run_id), out, echo=log.info)
+    registry.tag(version, **{"steep.bento": tag})
+    log.info("bento %s built; serve it with `bentoml serve %s` or `steep serve`", tag, tag)
+    return tag
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -303,6 +318,8 @@ def finetune_flow(
             return outcome
     promote_task(registry, outcome.version, outcome.decision.summary())
     outcome.promoted = True
+    if cfg.serving.build_on_promote:
+        outcome.bento = package_task(cfg, registry, outcome.version, result.run_id)
     return outcome
 
 

@@ -238,6 +238,9 @@ class ServingConfig(Section):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, ge=1)
     target_cpu_utilization: int = Field(70, ge=1, le=100)
+    build_on_promote: bool = Field(
+        True, description="`steep run` builds the bento of a newly promoted champion (tag v<version>)"
+    )
     poll_interval: Duration = Field(
         "30s", description="how often a running server checks whether model_alias moved (hot swap)"
     )

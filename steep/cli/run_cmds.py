@@ -26,7 +26,7 @@ def prefect_env(cfg: SteepConfig) -> None:
 
 @app.command("run")
 def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
-    """Run the pipeline: load -> validate -> split -> train -> evaluate -> gate -> register -> promote."""
+    """Run the pipeline: validate -> split -> train -> evaluate -> gate -> register -> promote -> package."""
     cfg = load(config, sets)
     prefect_env(cfg)
     from flows.finetune import finetune_flow
@@ -49,5 +49,7 @@ def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     console.print(f"version {outcome.version}: {verdict} — {decision.summary() if decision else ''}")
     if outcome.approval is not None:
         console.print(f"approval: {outcome.approval}")
+    if outcome.bento:
+        console.print(f"Bento:      {outcome.bento}  (`steep serve` answers with it)")
     console.print(f"MLflow run: {outcome.run_id}  ({outcome.tracking_uri or 'embedded: ' + str(cfg.home)})")
     console.print(f"Data Docs:  {outcome.validation.data_docs}")

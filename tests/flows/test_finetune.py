@@ -35,6 +35,7 @@ def base(tmp_path_factory) -> dict:
                   "instruction": "summarize the clause ."},
         "training": {"workers": 0, "batch_size": 8, "learning_rate": 3e-3, "epochs": 1, "warmup_ratio": 0.0},
         "evaluation": {"max_new_tokens": 4, "approval_timeout": "60s"},
+        "serving": {"build_on_promote": False},
     }  # fmt: skip
 
 
@@ -66,13 +67,19 @@ def champion_of(registry: Registry) -> str:
     return str(registry.alias(CHAMPION).version)
 
 
-def test_a_passing_gate_moves_the_champion(base, registry):
+def test_a_passing_gate_moves_the_champion_and_packages_it(base, registry):
+    from steep.serving.process import bentoml_home
+
     before = champion_of(registry)
-    outcome = run(make_config(base))  # ties with the champion pass min_improvement 0
+    cfg = make_config(base, serving={"build_on_promote": True})
+    outcome = run(cfg)  # ties with the champion pass min_improvement 0
     assert outcome.promoted and outcome.decision.promote
     assert champion_of(registry) == outcome.version != before
     version = registry.version(outcome.version)
     assert version.tags["steep.gate_passed"] == "true" and "steep.data_digest" in version.tags
+    assert outcome.bento == version.tags["steep.bento"] == f"steep-summarizer:v{outcome.version}"
+    bento = bentoml_home(cfg) / "bentos" / "steep-summarizer" / f"v{outcome.version}"
+    assert (bento / "bento.yaml").is_file()
     assert {"lead-1", "challenger", "base"} <= {e.name for e in outcome.evaluations}
     assert any(e.name.startswith("champion v") for e in outcome.evaluations)
 
