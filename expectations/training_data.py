@@ -19,7 +19,6 @@ from steep.pii import EMAIL, PHONE
 SUITE_NAME = "steep_training_data"
 
 
-
 @dataclass(frozen=True)
 class Rule:
     """One expectation plus how steep treats its failures."""

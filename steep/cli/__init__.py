@@ -3,6 +3,8 @@
 from steep.cli import (  # noqa: F401  (each module registers its commands)
     config_cmds,
     data_cmds,
+    deploy_cmds,
+    drift_cmds,
     models_cmds,
     run_cmds,
     serve_cmds,

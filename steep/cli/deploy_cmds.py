@@ -1,0 +1,50 @@
+"""`steep deploy`: register prefect.yaml's deployments (schedules, drift trigger) on the stack's Prefect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+
+
+@app.command("deploy")
+def deploy_cmd(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print what would be registered, change nothing")
+    ] = False,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="prefect.yaml to use (default: ./prefect.yaml)")
+    ] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="start a local worker where the target needs one")
+    ] = True,
+) -> None:
+    """Register the finetune, drift-check and teardown deployments; start a local worker."""
+    from steep import deploy
+    from steep.cli.run_cmds import prefect_env
+    from steep.stack import current
+
+    cfg = load(config, sets)
+    stack = current(cfg)
+    if not dry_run:
+        prefect_env(cfg)  # before Prefect is imported: its settings are read once
+    plan = deploy.plan(cfg, stack, file)
+    if dry_run:
+        typer.echo(plan.describe())
+        return
+    ids = deploy.apply(plan)
+    for name, deployment_id in ids.items():
+        console.print(f"registered {name} ({deployment_id})")
+    if plan.start_worker and worker:
+        pid = deploy.start_worker(cfg, plan.api_url, plan.work_pool, Path.cwd())
+        console.print(f"worker for pool {plan.work_pool} running (pid {pid}); `steep destroy` stops it")
+    elif plan.start_worker:
+        console.print(
+            f"no worker started: run `prefect worker start --pool {plan.work_pool}` to execute runs"
+        )
+    console.print(f"Prefect UI: {plan.api_url.removesuffix('/api')}")
