@@ -45,3 +45,19 @@ def legal_overrides(path: Path, home: Path) -> list[str]:
 @pytest.fixture
 def legal_config(legal_jsonl: Path, tmp_path: Path) -> SteepConfig:
     return load_config(REPO / "steep.yaml", legal_overrides(legal_jsonl, tmp_path / "home"), environ={})
+
+
+@pytest.fixture(scope="module")
+def causal_dir(tmp_path_factory) -> Path:
+    """A tiny random-init causal LM (and tokenizer) folder, built once per test module."""
+    from tests.conftest_train import tiny_causal
+
+    return tiny_causal(tmp_path_factory.mktemp("causal"))
+
+
+@pytest.fixture(scope="module")
+def seq2seq_dir(tmp_path_factory) -> Path:
+    """A tiny random-init T5-style seq2seq folder, built once per test module."""
+    from tests.conftest_train import tiny_seq2seq
+
+    return tiny_seq2seq(tmp_path_factory.mktemp("seq2seq"))

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest_train import tiny_causal, tiny_config, tiny_seq2seq, toy_splits
-
 from ray_jobs import train as job
 from steep import models
 from steep.training import TrainingError, train
-
-
-@pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory) -> Path:
-    return tiny_causal(tmp_path_factory.mktemp("causal"))
-
-
-@pytest.fixture(scope="module")
-def seq2seq_dir(tmp_path_factory) -> Path:
-    return tiny_seq2seq(tmp_path_factory.mktemp("seq2seq"))
+from tests.conftest_train import tiny_config, toy_splits
 
 
 @pytest.fixture(autouse=True)

@@ -17,11 +17,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest_train import tiny_causal, tiny_config, toy_splits
-
 from ray_jobs import train as job
 from steep.training import latest_run, runs_root, train
+from tests.conftest_train import tiny_config, toy_splits
 
 pytestmark = pytest.mark.integration
 
@@ -45,11 +43,6 @@ def cluster():
     yield nodes
     ray.shutdown()
     nodes.shutdown()
-
-
-@pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory) -> Path:
-    return tiny_causal(tmp_path_factory.mktemp("causal"))
 
 
 def test_two_workers_on_two_nodes_checkpoint_each_epoch(cluster, causal_dir, tmp_path):

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import mlflow
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest_train import legal_overrides
 
 from steep import models
 from steep.config import load_config
 from steep.data import load_dataset, split_dataset
 from steep.training import train
+from tests.conftest_train import legal_overrides
 
 pytestmark = pytest.mark.slow
 

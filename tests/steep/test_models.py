@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest_train import tiny_causal, tiny_config, tiny_seq2seq
-
 from steep import models
 from steep.config import SteepConfig, TrainingConfig
-
-
-@pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory) -> Path:
-    return tiny_causal(tmp_path_factory.mktemp("causal"))
-
-
-@pytest.fixture(scope="module")
-def seq2seq_dir(tmp_path_factory) -> Path:
-    return tiny_seq2seq(tmp_path_factory.mktemp("seq2seq"))
+from tests.conftest_train import tiny_config
 
 
 def _cfg(source: str, home: Path) -> SteepConfig:
