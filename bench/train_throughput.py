@@ -5,6 +5,10 @@ learning rate and threads. Tokens/s counts the real (unpadded) tokens of the exa
 time spent in optimizer steps (a callback times the baseline's steps the same way). steep's fixed start-up
 (Ray, model load, MLflow, logging the model) is reported apart.
 
+Precision: steep's `training.precision: auto` trains in bf16 autocast where the CPU has native bf16
+(AVX512-BF16/AMX). The baseline is the Trainer as users run it by default (fp32); when steep ran in bf16 the
+Trainer with `bf16=True` is measured too, so the ratio line shows both comparisons.
+
     python bench/train_throughput.py [--examples 64] [--workers 1] [--set key=value ...]
 
 Prints one line per side, then the ratio last.
@@ -57,8 +61,11 @@ def run_steep(cfg, splits):
     return train(cfg, splits)
 
 
-def run_hf_trainer(cfg, splits, threads: int) -> tuple[float, int]:
-    """The baseline a user would write: Trainer + PEFT LoRA, default collator padding, full-vocab loss."""
+def run_hf_trainer(cfg, splits, threads: int, bf16: bool = False) -> tuple[float, int]:
+    """The baseline a user would write: Trainer + PEFT LoRA, default collator padding, full-vocab loss.
+
+    bf16=True is the same Trainer with its `bf16` switch (CPU autocast), for a same-precision comparison.
+    """
     import peft
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
@@ -104,7 +111,7 @@ def run_hf_trainer(cfg, splits, threads: int) -> tuple[float, int]:
             learning_rate=t.learning_rate, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
             lr_scheduler_type="linear", max_grad_norm=1.0, logging_strategy="no", save_strategy="no",
             report_to="none", use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
-            seed=cfg.project.seed, disable_tqdm=True,
+            seed=cfg.project.seed, disable_tqdm=True, bf16=bf16,
         )  # fmt: skip
         trainer = Trainer(
             model=model, args=args, train_dataset=examples, callbacks=[timer],
@@ -150,15 +157,26 @@ def main() -> None:
     result = run_steep(cfg, splits)
     timing = result.timing
     hf_tps, hf_steps = run_hf_trainer(cfg, splits, threads)
+    precision = mlflow_tag(result.run_id, "steep.precision")
+    hf16_tps = run_hf_trainer(cfg, splits, threads, bf16=True)[0] if precision == "bf16" else None
     steep_tps = result.metrics["tokens_per_s"]
-    print(
-        f"steep:      {steep_tps:8.1f} tokens/s  ({len(result.history)} steps in {timing['steps_s']:.1f} s)"
-    )
+    steps = f"{len(result.history)} steps in {timing['steps_s']:.1f} s"
+    print(f"steep ({precision}):             {steep_tps:8.1f} tokens/s  ({steps})")
     print(f"steep fixed start-up {timing['startup_s']:.1f} s before the first step, "
           f"{timing['after_s']:.1f} s after the last (checkpoint, MLflow model)")  # fmt: skip
-    print(f"HF Trainer: {hf_tps:8.1f} tokens/s  ({hf_steps} steps)")
+    print(f"HF Trainer (default fp32): {hf_tps:8.1f} tokens/s  ({hf_steps} steps)")
+    same = ""
+    if hf16_tps:
+        print(f"HF Trainer (bf16=True):    {hf16_tps:8.1f} tokens/s")
+        same = f"; {steep_tps / hf16_tps:.2f}x vs HF Trainer with bf16=True"
     print(f"load average now {os.getloadavg()[0]:.1f}")
-    print(f"ratio steep / HF Trainer+PEFT: {steep_tps / hf_tps:.2f}x")
+    print(f"ratio steep / HF Trainer+PEFT: {steep_tps / hf_tps:.2f}x (the default Trainer){same}")
+
+
+def mlflow_tag(run_id: str, key: str) -> str:
+    import mlflow
+
+    return mlflow.MlflowClient().get_run(run_id).data.tags.get(key, "fp32")
 
 
 if __name__ == "__main__":

@@ -196,6 +196,11 @@ class TrainingConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     workers: int = Field(1, ge=0, le=1024, description="Ray Train workers; 0 runs the loop in-process")
     use_gpu: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16 autocast (fp32 master weights); auto: on GPU, and on CPUs with native bf16 "
+        "(AVX512-BF16 or AMX), else fp32",
+    )
     max_failures: int = Field(
         1, ge=0, description="worker crashes survived by restarting from the checkpoint"
     )
@@ -205,7 +210,6 @@ class TrainingConfig(Section):
         description="also checkpoint every this many steps (a checkpoint is always taken each epoch)",
     )
     merge_weights: bool = Field(False, description="log merged weights instead of the adapter")
-    packing: bool = Field(True, description="pack several examples per row (no cross-attention between them)")
     lora: LoraConfig = LoraConfig()
     prompt_tuning: PromptTuningConfig = PromptTuningConfig()
 

@@ -123,6 +123,7 @@ class _Progress:
         self.show = show
         self.history: list[dict[str, float]] = []
         self.resumed_from = 0
+        self.precision = "fp32"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="steep-progress", daemon=True)
         self._bar: Any = None
@@ -170,6 +171,7 @@ class _Progress:
             kind = event["event"]
             if kind == "start":
                 self.resumed_from = max(self.resumed_from, event["step"])
+                self.precision = event.get("precision", self.precision)
                 if self._bar is not None:
                     self._bar.update(self._task, total=event["total_steps"], completed=event["step"], info="")
             elif kind == "step":
@@ -377,6 +379,7 @@ def train(
         }
         summary = {k: v for k, v in metrics.items() if k not in ("loss", "tokens_per_s")}  # per-step series
         client.log_batch(run_id, metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"]}))
+        client.set_tag(run_id, "steep.precision", bar.precision)  # what `training.precision` resolved to
         client.set_terminated(run_id, status="FINISHED")
     except BaseException as exc:
         logger.close()

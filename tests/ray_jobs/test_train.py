@@ -170,3 +170,36 @@ def test_out_of_memory_names_the_setting(causal_dir, tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path / "home", causal_dir)
     with pytest.raises(TrainingError, match=r"Lower training\.batch_size"):
         train(cfg, toy_splits(cfg))
+
+
+def test_bf16_autocast_keeps_the_loss_and_its_gradients_close_to_fp32(causal_dir, tmp_path):
+    cfg = tiny_config(tmp_path, causal_dir)
+    tok = models.load_tokenizer(causal_dir, "causal")
+    enc = models.Encoder(tok, models.PromptFormat.from_config(cfg.model, "causal"))
+    model = models.apply_method(models.load_model(causal_dir, "causal"), cfg.training, "causal")
+    examples = [enc.example("alpha bravo charlie delta", "alpha bravo"), enc.example("golf", "golf hotel")]
+    batch = job.collate(examples, tok.pad_token_id, "causal")
+    step = job.LabelOnlyCausalLoss(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = step(**batch)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in trainable])
+
+    loss32, grad32 = loss_and_grads(False)
+    loss16, grad16 = loss_and_grads(True)
+    assert loss16.dtype == torch.float32 and all(p.dtype == torch.float32 for p in trainable)  # fp32 masters
+    torch.testing.assert_close(loss16, loss32, rtol=2e-2, atol=0)
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(job, "cpu_has_native_bf16", lambda: True)
+    assert job.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(job, "cpu_has_native_bf16", lambda: False)
+    assert job.resolve_precision("auto", cpu) == "fp32"
+    assert job.resolve_precision("bf16", cpu) == "bf16" and job.resolve_precision("fp32", cpu) == "fp32"
