@@ -11,6 +11,7 @@ steps it already did.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -221,11 +222,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step = 0
     checkpoint = ray.train.get_checkpoint()
     resume_dir = config.get("resume_from")
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            step = load_checkpoint(Path(folder), model, optimizer, scheduler)["step"]
-    elif resume_dir:
-        step = load_checkpoint(Path(resume_dir), model, optimizer, scheduler)["step"]
+    with contextlib.ExitStack() as stack:
+        candidates = [Path(resume_dir)] if resume_dir else []
+        if checkpoint is not None:
+            candidates.append(Path(stack.enter_context(checkpoint.as_directory())))
+        if candidates:
+            latest = max(candidates, key=lambda f: json.loads((f / STATE_FILE).read_text())["step"])
+            step = load_checkpoint(latest, model, optimizer, scheduler)["step"]
     sink = config.get("sink") if rank == 0 else None
     fmt = models.PromptFormat(**config["prompt_format"])
     local_ckpt_root = config.get("local_checkpoint_root")

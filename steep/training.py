@@ -364,6 +364,10 @@ def train(
 
             events = Queue()
             config.update(sink=_RayQueueSink(events), threads=max(1, cpus // workers))
+            if resume and not checkpoint_storage:
+                # Ray restores what its controller had registered; a driver killed right after a worker
+                # wrote a checkpoint leaves a newer one on disk, and the worker takes whichever is later
+                config["resume_from"] = _latest_local_checkpoint(Path(storage) / run_name)
         with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
             result = _fit(job, cfg, config, storage, run_name)
         checkpoint_dir = _keep_checkpoint(result, runs_root(cfg) / run_name / "final")

@@ -100,12 +100,16 @@ def test_resume_after_the_driver_dies(cluster, causal_dir, tmp_path):
     finally:
         os.kill(driver.pid, signal.SIGKILL)  # the driver dies mid-run
         driver.wait()
+    time.sleep(2)  # the job's workers go down with their driver
+    states = runs_root(cfg).glob("*/ray/*/checkpoint_*/state.json")
+    on_disk = [json.loads(p.read_text())["step"] for p in states]
     name = latest_run(cfg)
     run_id = json.loads((runs_root(cfg) / name / "run.json").read_text())["run_id"]
 
     result = train(cfg, toy_splits(cfg, rows=64), resume=True)
     assert result.run_name == name and result.run_id == run_id
-    assert result.resumed_from_step > 0 and result.resumed_from_step % 4 == 0
+    # the latest checkpoint on disk, even one Ray's controller had not registered when the driver died
+    assert result.resumed_from_step >= max(on_disk) > 0
     assert result.history[0]["step"] == result.resumed_from_step + 1
     total = json.loads((Path(result.checkpoint_path) / job.STATE_FILE).read_text())["total_steps"]
     assert result.metrics["steps"] == total and total % 6 == 0
