@@ -203,3 +203,21 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(job, "cpu_has_native_bf16", lambda: False)
     assert job.resolve_precision("auto", cpu) == "fp32"
     assert job.resolve_precision("bf16", cpu) == "bf16" and job.resolve_precision("fp32", cpu) == "fp32"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_step_matches_fp32_and_resolves_to_bf16(causal_dir, tmp_path):
+    cuda = torch.device("cuda")
+    assert job.resolve_precision("auto", cuda) == "bf16"
+    cfg = tiny_config(tmp_path, causal_dir)
+    tok = models.load_tokenizer(causal_dir, "causal")
+    enc = models.Encoder(tok, models.PromptFormat.from_config(cfg.model, "causal"))
+    model = models.apply_method(models.load_model(causal_dir, "causal"), cfg.training, "causal").to(cuda)
+    batch = job.collate([enc.example("alpha bravo charlie", "alpha")], tok.pad_token_id, "causal")
+    batch = {k: v.to(cuda) for k, v in batch.items()}
+    step = job.LabelOnlyCausalLoss(model)
+    reference = step(**batch).detach()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        fast = step(**batch).detach()
+    torch.testing.assert_close(fast, reference, rtol=2e-2, atol=0)
