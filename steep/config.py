@@ -231,7 +231,12 @@ class ServingConfig(Section):
     port: int = Field(3000, ge=1, le=65535)
     model_alias: str = Field("champion", description="registry alias (or a version number) to serve")
     max_batch_size: int = Field(16, ge=1)
-    max_latency_ms: int = Field(20_000, ge=1)
+    max_latency_ms: int = Field(
+        60_000,
+        ge=1,
+        description="a request that cannot be answered within this is refused (503); CPU generation of a "
+        "full batch takes seconds, so 32 clients queue for tens of seconds",
+    )
     max_texts: int = Field(64, ge=1, description="texts per request")
     max_text_chars: int = Field(20_000, ge=1)
     max_new_tokens: int = Field(48, ge=1, le=4096)
