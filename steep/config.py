@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from steep.errors import SteepError
 
@@ -38,7 +45,12 @@ def parse_duration(value: str | int | float) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-Duration = Annotated[str, Field(description="a duration: 90s, 15m, 4h, 2d")]
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration), Field(description="a duration: 90s, 15m, 4h, 2d")]
 
 
 class Section(BaseModel):
@@ -63,12 +75,6 @@ class LocalStackConfig(Section):
     ray_port: int = Field(6379, ge=1024, le=65535)
     ray_dashboard_port: int = Field(8265, ge=1024, le=65535)
     start_timeout: Duration = Field("3m", description="how long each service may take to become healthy")
-
-    @field_validator("start_timeout")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class StackConfig(Section):
@@ -95,13 +101,6 @@ class StackConfig(Section):
         "prefix / storage_account_name, container_name; empty keeps the state under project.home",
     )
     local: LocalStackConfig = LocalStackConfig()
-
-    @field_validator("ttl", "idle_timeout", "idle_check_interval")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
 
 class SplitConfig(Section):
@@ -254,12 +253,6 @@ class ServingConfig(Section):
         "30s", description="how often a running server checks whether model_alias moved (hot swap)"
     )
 
-    @field_validator("poll_interval")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
-
     @model_validator(mode="after")
     def _replicas(self) -> ServingConfig:
         if self.min_replicas > self.max_replicas:
@@ -284,12 +277,6 @@ class DriftConfig(Section):
         "groups (95th percentile), so ordinary new documents are not called drift",
     )
     cooldown: Duration = "6h"
-
-    @field_validator("window", "cooldown")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class SteepConfig(Section):
