@@ -222,7 +222,8 @@ def terraform_variables(cfg: SteepConfig, target: str, created_at: str, region: 
             any(not daemons.port_free(cfg.stack.local.host, p) for p in internal.values())
             and "ray" not in running_services(home)
         ):
-            internal = {k: daemons.free_port(cfg.stack.local.host) for k in RAY_INTERNAL}
+            ports = daemons.free_ports(len(RAY_INTERNAL), cfg.stack.local.host, local_ports(cfg).values())
+            internal = dict(zip(RAY_INTERNAL, ports, strict=True))
         return {**base, "home": str(home), "python": sys.executable, "host": cfg.stack.local.host,
                 "ports": local_ports(cfg), "ray_internal_ports": internal,
                 "start_timeout": int(parse_duration(cfg.stack.local.start_timeout))}  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from steep.config import SteepConfig
+from steep.stack.daemons import free_port
 from tests.conftest_train import INSTRUCTION, tiny_causal
 
 
@@ -56,12 +56,6 @@ def register_tiny(cfg: SteepConfig, folder: Path, promote: bool = True) -> str:
     if promote:
         registry.promote(version.version, "test")
     return str(version.version)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

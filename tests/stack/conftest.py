@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from steep.config import SteepConfig, load_config
-from steep.stack.daemons import free_port
+from steep.stack.daemons import free_ports
 
 PORT_KEYS = ("stack.local.mlflow_port", "stack.local.prefect_port", "stack.local.ray_port",
              "stack.local.ray_dashboard_port", "serving.port")  # fmt: skip
@@ -16,7 +16,8 @@ PORT_KEYS = ("stack.local.mlflow_port", "stack.local.prefect_port", "stack.local
 
 def stack_sets(home: Path, **extra: str) -> list[str]:
     """--set overrides: home under tmp and a free port for every service."""
-    sets = [f"project.home={home}"] + [f"{key}={free_port()}" for key in PORT_KEYS]
+    ports = free_ports(len(PORT_KEYS))
+    sets = [f"project.home={home}"] + [f"{key}={port}" for key, port in zip(PORT_KEYS, ports, strict=True)]
     return sets + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
 
 

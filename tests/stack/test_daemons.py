@@ -99,3 +99,10 @@ def test_start_refuses_a_port_in_use(tmp_path: Path) -> None:
             daemons.start(svc, timeout=5)
         assert daemons.main(["--home", str(tmp_path), "--port", str(port), "start", "mlflow"]) == 2
     assert not svc.pid_file.exists()
+
+
+def test_free_ports_are_distinct_and_skip_the_ones_to_avoid():
+    taken = daemons.free_ports(40)
+    assert len(set(taken)) == 40
+    again = daemons.free_ports(40, avoid=taken[:20])
+    assert len(set(again)) == 40 and not set(again) & set(taken[:20])
