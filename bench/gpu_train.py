@@ -21,6 +21,7 @@ Prints a table, then the ratio last.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -107,7 +108,7 @@ def make_examples(lengths: list[tuple[int, int]], kind: str, vocab: int, seed: i
     return out
 
 
-def build_model(shape: str, tiny: bool, device: torch.device):
+def build_model(shape: str, tiny: bool, device: torch.device, attention: str = "sdpa"):
     import peft
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
@@ -115,7 +116,7 @@ def build_model(shape: str, tiny: bool, device: torch.device):
     values = {**values, **(TINY[shape] if tiny else {})}
     torch.manual_seed(0)
     if kind == "causal":
-        model = LlamaForCausalLM(LlamaConfig(**values, attn_implementation="sdpa"))
+        model = LlamaForCausalLM(LlamaConfig(**values, attn_implementation=attention))
     else:
         model = T5ForConditionalGeneration(T5Config(**values, decoder_start_token_id=0, pad_token_id=0))
     task = peft.TaskType.CAUSAL_LM if kind == "causal" else peft.TaskType.SEQ_2_SEQ_LM
@@ -130,8 +131,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_steep(model, kind: str, examples: list[dict], batch: int, steps: int, device: torch.device) -> tuple:
-    """steep's step (ray_jobs/train.py): grouped batches, label-only loss, bf16 autocast, fused AdamW."""
+def run_steep(
+    model,
+    kind: str,
+    examples: list[dict],
+    batch: int,
+    steps: int,
+    device: torch.device,
+    pack_width: int | None = None,
+) -> tuple:
+    """steep's step (ray_jobs/train.py): grouped batches, label-only loss, bf16 autocast, fused AdamW.
+
+    pack_width: `training.packing: true`, each step's examples packed into rows of this many tokens.
+    """  # fmt: skip
     from ray_jobs import train as job
 
     lengths = [len(e["input_ids"]) + (len(e["labels"]) if kind == "seq2seq" else 0) for e in examples]
@@ -142,7 +154,7 @@ def run_steep(model, kind: str, examples: list[dict], batch: int, steps: int, de
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
     def step(ids: list[int]) -> None:
-        tensors = job.collate([examples[i] for i in ids], 0, kind)
+        tensors = job.make_batch(examples, ids, lengths, 0, kind, pack_width)
         tensors = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
         with autocast:
             loss = step_module(**tensors)
@@ -271,12 +283,19 @@ def main() -> int:
             kind = SHAPES[shape][0]
             vocab = (TINY[shape] if opts.tiny else SHAPES[shape][1])["vocab_size"]
             examples = make_examples(lengths, kind, vocab, seed=1)
-            sides = [("steep", run_steep), ("HF Trainer+PEFT", run_hf_trainer)]
-            for side, fn in sides:
+            sides = [("steep", run_steep, "sdpa"), ("HF Trainer+PEFT", run_hf_trainer, "sdpa")]
+            if (
+                kind == "causal"
+            ):  # packing: rows as wide as the longest example; flex skips cross-example blocks
+                packed = functools.partial(run_steep, pack_width=max(p + s for p, s in lengths))
+                sides[1:1] = [("steep packing=true", packed, "sdpa")] + (
+                    [("steep packed+flex", packed, "flex_attention")] if device.type == "cuda" else []
+                )
+            for side, fn, attention in sides:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-                model, kind, n_params = build_model(shape, opts.tiny, device)
+                model, kind, n_params = build_model(shape, opts.tiny, device, attention)
                 tps, ms, gib = fn(model, kind, examples, opts.batch, opts.steps, device)
                 mfu = 6 * n_params * tps / (peak * 1e12) if peak else None
                 results.append(Result(shape, workload, side, tps, ms, gib, mfu))
@@ -294,11 +313,14 @@ def main() -> int:
         print(
             f"{r.shape:<14}{r.workload:<9}{r.side:<20}{r.tokens_per_s:11.0f}{r.step_ms:9.1f}{r.peak_gib:9.2f}{mfu:>7}"
         )
-    ratios = {}
+    ratios, memory = {}, {}  # steep / baseline: tokens/s, peak memory
     for shape in opts.shapes.split(","):
         for workload in workloads:
             side = {r.side: r for r in results if r.shape == shape and r.workload == workload}
-            ratios[f"{shape}/{workload}"] = side["steep"].tokens_per_s / side["HF Trainer+PEFT"].tokens_per_s
+            steep, hf = side["steep"], side["HF Trainer+PEFT"]
+            ratios[f"{shape}/{workload}"] = steep.tokens_per_s / hf.tokens_per_s
+            if hf.peak_gib:
+                memory[f"{shape}/{workload}"] = steep.peak_gib / hf.peak_gib
             if "steep on Ray Train" in side:
                 keep = side["steep on Ray Train"].tokens_per_s / side["steep"].tokens_per_s
                 print(f"Ray Train path keeps {100 * keep:.1f}% of the bare loop ({shape}/{workload})")
@@ -308,10 +330,12 @@ def main() -> int:
     )
     record = {
         "device": name, "date": time.strftime("%Y-%m-%d"), "lengths": source, "batch": opts.batch,
-        "steps": opts.steps, "versions": _versions(), "ratios": ratios,
+        "steps": opts.steps, "versions": _versions(), "ratios": ratios, "peak_memory_ratios": memory,
         "results": [asdict(r) for r in results],
     }  # fmt: skip
     (opts.out / f"gpu_{slug}.json").write_text(json.dumps(record, indent=2))
+    if memory:
+        print("peak memory steep / HF Trainer+PEFT: " + ", ".join(f"{k} {v:.2f}" for k, v in memory.items()))
     worst = min(ratios, key=ratios.get)
     each = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
     print(f"ratio steep / HF Trainer+PEFT tokens/s: min {ratios[worst]:.2f}x ({each})")

@@ -11,13 +11,19 @@ Trainer with `bf16=True` is measured too, so the ratio line shows both compariso
 
     python bench/train_throughput.py [--examples 64] [--workers 1] [--set key=value ...]
 
+The same steep path is also run in-process (workers=0: what Ray Train costs besides its start-up) and with
+`training.packing: true` (what packing gives over length-grouped batches). Results go to
+bench/results/train_throughput_cpu.json.
+
 Prints one line per side, then the ratio last.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -25,6 +31,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LEGAL = REPO / ".." / "shared" / "datasets" / "legal_summarization" / "legal_summarization.jsonl"
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for result records (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_home() -> str:
+    """A throw-away project.home (offline, quiet) that reuses the checkout's converted SmolLM2."""
+    for key, value in {
+        "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():  # fmt: skip
+        os.environ.setdefault(key, value)
+    home = tempfile.mkdtemp(prefix="steep-bench-")
+    cache = REPO / ".steep" / "cache" / "models"
+    if cache.is_dir():  # the conversion is not what is measured
+        (Path(home) / "cache").mkdir(parents=True)
+        (Path(home) / "cache" / "models").symlink_to(cache)
+    return home
 
 
 def legal_config(home: str, examples: int, workers: int, sets: list[str]):
@@ -66,7 +98,6 @@ def run_hf_trainer(cfg, splits, threads: int, bf16: bool = False) -> tuple[float
 
     bf16=True is the same Trainer with its `bf16` switch (CPU autocast), for a same-precision comparison.
     """
-    import peft
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
@@ -81,14 +112,7 @@ def run_hf_trainer(cfg, splits, threads: int, bf16: bool = False) -> tuple[float
     ]
     tokens = sum(len(e["input_ids"]) for e in examples)
     t = cfg.training
-    model = peft.get_peft_model(
-        models.load_model(model_dir, "causal"),
-        peft.LoraConfig(
-            task_type=peft.TaskType.CAUSAL_LM, r=t.lora.r, lora_alpha=t.lora.alpha,
-            lora_dropout=t.lora.dropout,
-            target_modules=t.lora.target_modules,
-        ),
-    )  # fmt: skip
+    model = hf_peft_model(cfg)
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -122,6 +146,20 @@ def run_hf_trainer(cfg, splits, threads: int, bf16: bool = False) -> tuple[float
     return tokens / timer.seconds, timer.steps
 
 
+def hf_peft_model(cfg):
+    """The baseline's model: the same base weights and LoRA settings, through plain PEFT."""
+    import peft
+
+    from steep import models
+
+    t = cfg.training
+    lora = peft.LoraConfig(
+        task_type=peft.TaskType.CAUSAL_LM, r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+        target_modules=t.lora.target_modules,
+    )  # fmt: skip
+    return peft.get_peft_model(models.load_model(models.resolve_model(cfg), "causal"), lora)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,22 +167,12 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=64, help="train rows used by both sides")
     parser.add_argument("--workers", type=int, default=1, help="steep's Ray workers (0: in-process)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     opts = parser.parse_args()
-    for key, value in {
-        "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():  # fmt: skip
-        os.environ.setdefault(key, value)
-
     import torch
 
     threads = torch.get_num_threads()
-    home = tempfile.mkdtemp(prefix="steep-bench-")
-    cache = REPO / ".steep" / "cache" / "models"
-    if cache.is_dir():  # reuse the converted SmolLM2 (the conversion is not what is measured)
-        (Path(home) / "cache").mkdir(parents=True)
-        (Path(home) / "cache" / "models").symlink_to(cache)
-    cfg = legal_config(home, opts.examples, opts.workers, opts.sets)
+    cfg = legal_config(bench_home(), opts.examples, opts.workers, opts.sets)
     splits = pick_examples(cfg, opts.examples)
     from steep import models
 
@@ -156,21 +184,46 @@ def main() -> None:
 
     result = run_steep(cfg, splits)
     timing = result.timing
-    hf_tps, hf_steps = run_hf_trainer(cfg, splits, threads)
     precision = mlflow_tag(result.run_id, "steep.precision")
-    hf16_tps = run_hf_trainer(cfg, splits, threads, bf16=True)[0] if precision == "bf16" else None
     steep_tps = result.metrics["tokens_per_s"]
+    variants = {}  # the same path with one setting changed: what Ray costs, what packing gives
+    if cfg.training.workers > 0:
+        variants["in-process loop (workers=0)"] = with_training(cfg, workers=0)
+    if not cfg.training.packing:
+        variants["packing=true"] = with_training(cfg, packing=True)
+    measured = {name: run_steep(variant, splits) for name, variant in variants.items()}
+    hf_tps, hf_steps = run_hf_trainer(cfg, splits, threads)
+    hf16_tps = run_hf_trainer(cfg, splits, threads, bf16=True)[0] if precision == "bf16" else None
+
     steps = f"{len(result.history)} steps in {timing['steps_s']:.1f} s"
     print(f"steep ({precision}):             {steep_tps:8.1f} tokens/s  ({steps})")
     print(f"steep fixed start-up {timing['startup_s']:.1f} s before the first step, "
           f"{timing['after_s']:.1f} s after the last (checkpoint, MLflow model)")  # fmt: skip
+    for name, other in measured.items():
+        tps = other.metrics["tokens_per_s"]
+        print(f"  steep, {name}: {tps:8.1f} tokens/s ({tps / steep_tps:.3f} of steep's), start-up "
+              f"{other.timing['startup_s']:.1f} s + {other.timing['after_s']:.1f} s")  # fmt: skip
     print(f"HF Trainer (default fp32): {hf_tps:8.1f} tokens/s  ({hf_steps} steps)")
     same = ""
     if hf16_tps:
         print(f"HF Trainer (bf16=True):    {hf16_tps:8.1f} tokens/s")
         same = f"; {steep_tps / hf16_tps:.2f}x vs HF Trainer with bf16=True"
     print(f"load average now {os.getloadavg()[0]:.1f}")
+    record = {
+        "device": cpu_name(), "threads": threads, "precision": precision,
+        "date": time.strftime("%Y-%m-%d"), "examples": len(splits.train), "batch": cfg.training.batch_size,
+        "steep": {"tokens_per_s": steep_tps, **timing},
+        "variants": {k: {"tokens_per_s": r.metrics["tokens_per_s"], **r.timing} for k, r in measured.items()},
+        "hf_trainer_fp32": hf_tps, "hf_trainer_bf16": hf16_tps, "ratio": steep_tps / hf_tps,
+        "ratio_same_precision": steep_tps / hf16_tps if hf16_tps else None,
+    }  # fmt: skip
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / "train_throughput_cpu.json").write_text(json.dumps(record, indent=2))
     print(f"ratio steep / HF Trainer+PEFT: {steep_tps / hf_tps:.2f}x (the default Trainer){same}")
+
+
+def with_training(cfg, **changes):
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update=changes)})
 
 
 def mlflow_tag(run_id: str, key: str) -> str:

@@ -1,8 +1,10 @@
 """The training loop each Ray Train worker runs: read it top to bottom.
 
     build model (LoRA / soft prompt / full) -> DDP -> restore the last checkpoint -> for each step of a
-    length-grouped batch plan: loss on label tokens only -> AdamW -> report progress (rank 0, non-blocking)
-    -> checkpoint each epoch (and every `checkpoint_every_steps`) -> export the trained model in the last one.
+    length-grouped batch plan: padded rows (or packed ones, `training.packing`) -> loss on label tokens
+    only -> AdamW (fused on GPU) -> report progress (rank 0, non-blocking, one step late on GPU so there is
+    no host sync) -> checkpoint each epoch (and every `checkpoint_every_steps`) -> export the trained model
+    in the last one.
 
 The driver (steep/training.py) tokenizes once and passes token ids in `config`, so workers repeat no
 preprocessing. The batch plan is a pure function of (seed, epoch), so a resumed worker skips exactly the
@@ -77,6 +79,60 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int, kind: str) -> dic
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def pack_rows(lengths: list[int], ids: list[int], width: int) -> list[list[int]]:
+    """First-fit decreasing: a step's examples into as few rows of `width` tokens as they fit in."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(ids, key=lambda i: lengths[i], reverse=True):
+        row = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
+        if row is None:
+            rows.append([i])
+            room.append(max(width, lengths[i]) - lengths[i])
+        else:
+            rows[row].append(i)
+            room[row] -= lengths[i]
+    return rows
+
+
+def collate_packed(rows: list[list[dict[str, list[int]]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Causal examples laid end to end in each row, positions restarting at 0 for each example.
+
+    No attention mask: transformers reads the restarts in `position_ids` as sequence boundaries and keeps
+    attention inside each example (a block-diagonal mask with SDPA, variable-length kernels with
+    flash_attention_2 / flex_attention). An example's first token is never a target (it would be predicted
+    from the previous example); the padding at a row's end is a sequence of its own.
+    """
+    width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), models.IGNORE_INDEX, dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e["input_ids"])
+            ids[r, at : at + n] = torch.tensor(e["input_ids"])
+            positions[r, at : at + n] = torch.arange(n)
+            labels[r, at + 1 : at + n] = torch.tensor(e["labels"][1:n])
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "position_ids": positions, "labels": labels}
+
+
+def make_batch(
+    examples: list[dict[str, list[int]]],
+    ids: list[int],
+    lengths: list[int],
+    pad_id: int,
+    kind: str,
+    pack_width: int | None,
+) -> dict[str, torch.Tensor]:
+    """One worker's share of a step: packed rows when `pack_width` is set, else padded to the longest."""
+    if pack_width is None:
+        return collate([examples[i] for i in ids], pad_id, kind)
+    rows = pack_rows(lengths, ids, pack_width)
+    return collate_packed([[examples[i] for i in row] for row in rows], pad_id)
+
+
 # --------------------------------------------------------------------------------------------- loss
 class LabelOnlyCausalLoss(nn.Module):
     """Causal LM loss that projects to the vocabulary only where there are labels.
@@ -93,9 +149,15 @@ class LabelOnlyCausalLoss(nn.Module):
         self.head = base.get_output_embeddings()
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != models.IGNORE_INDEX
         logits = self.head(hidden[:, :-1][keep])
@@ -110,9 +172,14 @@ class ModelLoss(nn.Module):
         self.model = model
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        packed = {} if position_ids is None else {"position_ids": position_ids, "use_cache": False}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **packed).loss
 
 
 def loss_module(model: nn.Module, kind: str, method: str) -> nn.Module:
@@ -166,6 +233,35 @@ def lr_lambda(total_steps: int, warmup_steps: int):
 
 
 # --------------------------------------------------------------------------------------------- the loop
+class StepReports:
+    """Rank 0's per-step events; on GPU sent one step late.
+
+    Reading a loss (`.item()`) waits for the device; reading the previous step's once this one is queued
+    keeps the GPU busy, so the loop has no host sync of its own per step. On CPU there is nothing to
+    overlap, and a step is reported as soon as it is done. flush() sends what is pending.
+    """
+
+    def __init__(self, sink: Any, lag: bool):
+        self.sink = sink
+        self.lag = lag
+        self.pending: tuple[dict[str, Any], torch.Tensor] | None = None
+        self.last_loss = float("nan")
+
+    def add(self, event: dict[str, Any], loss: torch.Tensor) -> None:
+        self.flush()
+        self.pending = (event, loss.detach())
+        if not self.lag:
+            self.flush()
+
+    def flush(self) -> float:
+        if self.pending is not None and self.sink is not None:
+            event, loss = self.pending
+            self.last_loss = loss.item()
+            self.sink.put_nowait({**event, "loss": self.last_loss})
+        self.pending = None
+        return self.last_loss
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 matmuls several times faster than fp32 (else bf16 is emulated, and slower)."""
     try:
@@ -202,7 +298,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # model
     model_dir, kind = Path(config["model_dir"]), config["kind"]
     tokenizer = models.load_tokenizer(model_dir, kind)
-    model = models.apply_method(models.load_model(model_dir, kind), t, kind)
+    model = models.apply_method(models.load_model(model_dir, kind, attention=t.attention), t, kind)
     model.train()
     step_module = loss_module(model, kind, t.method).to(device)
     if world > 1:
@@ -213,6 +309,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     lengths = [len(e["input_ids"]) + (len(e["labels"]) if kind == "seq2seq" else 0) for e in examples]
     steps_per_epoch = len(plan_batches(lengths, t.batch_size, cfg.project.seed, 0, world))
     total_steps = min(t.max_steps or math.inf, steps_per_epoch * t.epochs)
+    pack_width = cfg.model.max_source_tokens + cfg.model.max_target_tokens if t.packing else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     fused = device.type == "cuda"  # one kernel for the whole update instead of one per tensor
     optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate, weight_decay=t.weight_decay, fused=fused)
@@ -256,9 +353,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if sink is not None:
         start = {"event": "start", "step": step, "total_steps": total_steps, "world": world}
         sink.put_nowait({**start, "precision": precision})
+    reports = StepReports(sink, lag=device.type == "cuda")
     fail_at = config.get("fail_at_step")
     first_epoch = step // steps_per_epoch if steps_per_epoch else 0
-    last_loss = float("nan")
     for epoch in range(first_epoch, t.epochs):
         batches = plan_batches(lengths, t.batch_size, cfg.project.seed, epoch, world)
         for index, batch_ids in enumerate(batches):
@@ -269,8 +366,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if fail_at is not None and step == fail_at and rank == world - 1:
                 _fail_once(Path(config["fail_marker"]), step)
             started = time.perf_counter()
-            mine = [examples[i] for i in batch_ids[rank::world]]
-            batch = {k: v.to(device) for k, v in collate(mine, tokenizer.pad_token_id, kind).items()}
+            mine = make_batch(
+                examples, batch_ids[rank::world], lengths, tokenizer.pad_token_id, kind, pack_width
+            )
+            batch = {k: v.to(device, non_blocking=True) for k, v in mine.items()}
             try:
                 with autocast:
                     loss = step_module(**batch)
@@ -288,20 +387,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if sink is not None:
-                last_loss = loss.item()
                 tokens = sum(lengths[i] for i in batch_ids)  # real tokens of the global batch, no padding
                 seconds = time.perf_counter() - started
-                sink.put_nowait(
-                    {"event": "step", "step": step, "epoch": epoch, "loss": last_loss, "lr": lr,
-                     "tokens": tokens, "seconds": seconds, "time": time.time()}
+                reports.add(
+                    {"event": "step", "step": step, "epoch": epoch, "lr": lr, "tokens": tokens,
+                     "seconds": seconds, "time": time.time()}, loss,
                 )  # fmt: skip
             if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and step < total_steps:
-                checkpoint_now(epoch, final=False, metrics={"loss": last_loss})
+                checkpoint_now(epoch, final=False, metrics={"loss": reports.flush()})
         if step >= total_steps:
             break
         if epoch < t.epochs - 1:
-            checkpoint_now(epoch, final=False, metrics={"loss": last_loss})
-    checkpoint_now(t.epochs - 1, final=True, metrics={"loss": last_loss})
+            checkpoint_now(epoch, final=False, metrics={"loss": reports.flush()})
+    checkpoint_now(t.epochs - 1, final=True, metrics={"loss": reports.flush()})
 
 
 def _fail_once(marker: Path, step: int) -> None:

@@ -200,6 +200,18 @@ class TrainingConfig(Section):
         description="bf16 autocast (fp32 master weights); auto: on GPU, and on CPUs with native bf16 "
         "(AVX512-BF16 or AMX), else fp32",
     )
+    packing: bool = Field(
+        False,
+        description="pack each step's examples end to end into rows of model.max_source_tokens + "
+        "max_target_tokens tokens, attention kept inside each example (causal models; lora or full). "
+        "Pays where padding is large or attention is variable-length (flash_attention_2, flex_attention); "
+        "steep's length-grouped batches already leave little padding",
+    )
+    attention: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = Field(
+        "sdpa",
+        description="attention kernel while training; with packing, flex_attention (GPU) and "
+        "flash_attention_2 (needs the flash-attn package) skip the attention between packed examples",
+    )
     max_failures: int = Field(
         1, ge=0, description="worker crashes survived by restarting from the checkpoint"
     )
@@ -211,6 +223,15 @@ class TrainingConfig(Section):
     merge_weights: bool = Field(False, description="log merged weights instead of the adapter")
     lora: LoraConfig = LoraConfig()
     prompt_tuning: PromptTuningConfig = PromptTuningConfig()
+
+    @model_validator(mode="after")
+    def _packing(self) -> TrainingConfig:
+        if self.packing and self.method == "prompt_tuning":
+            raise ValueError(
+                "packing cannot be combined with method=prompt_tuning (the soft prompt is prepended to "
+                "each row, not to each packed example): set packing: false or use lora / full"
+            )
+        return self
 
 
 class EvaluationConfig(Section):

@@ -158,13 +158,17 @@ def load_tokenizer(model_dir: str | Path, kind: Kind) -> PreTrainedTokenizerBase
     return tokenizer
 
 
-def load_model(model_dir: str | Path, kind: Kind, dtype: torch.dtype | None = None) -> PreTrainedModel:
+def load_model(
+    model_dir: str | Path, kind: Kind, dtype: torch.dtype | None = None, attention: str | None = None
+) -> PreTrainedModel:
+    """attention: a transformers attn_implementation (sdpa, eager, flex_attention, ...); None: its default."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
+    extra = {"attn_implementation": attention} if attention else {}
     try:
-        return auto.from_pretrained(model_dir, dtype=dtype or torch.float32)
+        return auto.from_pretrained(model_dir, dtype=dtype or torch.float32, **extra)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load {kind} model from {model_dir}: {exc}") from exc
 

@@ -8,6 +8,7 @@ loss curve and the trained model as a pyfunc. A failed run is marked FAILED and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import queue
@@ -62,6 +63,16 @@ def prepare(cfg: SteepConfig, splits: Splits) -> Prepared:
     model_dir = models.resolve_model(cfg)
     kind = models.model_kind(model_dir, cfg.model.kind)
     _check_targets(cfg, model_dir, kind)
+    if cfg.training.attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise TrainingError(
+            "training.attention=flash_attention_2 needs the flash-attn package on every training node "
+            "(`pip install flash-attn`, CUDA only); or use sdpa, or flex_attention on GPU"
+        )
+    if cfg.training.packing and kind != "causal":
+        raise TrainingError(
+            f"training.packing needs a causal (decoder-only) model; {cfg.model.source} is {kind}. "
+            "Set training.packing: false."
+        )
     train = splits.train
     needed = max(cfg.training.batch_size, cfg.training.workers, 1)
     if len(train) < needed:

@@ -23,5 +23,7 @@ def test_gpu_benchmark_code_runs_on_tiny_shapes_and_writes_its_record(tmp_path):
     assert set(record["ratios"]) == expected
     sides = {(r["shape"], r["workload"], r["side"]) for r in record["results"]}
     assert ("t5-base", "long", "HF Trainer+PEFT") in sides and ("smollm2-135m", "legal", "steep") in sides
+    assert ("smollm2-135m", "legal", "steep packing=true") in sides  # causal shapes only
+    assert ("t5-base", "legal", "steep packing=true") not in sides
     assert all(math.isfinite(r["tokens_per_s"]) and r["tokens_per_s"] > 0 for r in record["results"])
     assert record["versions"]["torch"] and record["device"]

@@ -58,6 +58,100 @@ def test_label_only_loss_equals_the_models_own_loss(causal_dir, tmp_path):
     assert isinstance(job.loss_module(model, "causal", "prompt_tuning"), job.ModelLoss)
 
 
+def test_packing_fills_rows_first_fit_and_keeps_every_example_once():
+    lengths = [90, 10, 60, 40, 35, 30, 120, 5]
+    rows = job.pack_rows(lengths, list(range(8)), width=100)
+    assert sorted(i for row in rows for i in row) == list(range(8))
+    assert all(sum(lengths[i] for i in row) <= 100 for row in rows if len(row) > 1)
+    assert [120] in [[lengths[i] for i in row] for row in rows]  # too long for a row: a row of its own
+    assert len(rows) == 4  # 390 tokens: 120 | 90+10 | 60+40 | 35+30+5 (vs 8 padded rows)
+
+
+def _packing_setup(causal_dir, tmp_path, attention: str = "sdpa"):
+    cfg = tiny_config(tmp_path, causal_dir)
+    tok = models.load_tokenizer(causal_dir, "causal")
+    enc = models.Encoder(tok, models.PromptFormat.from_config(cfg.model, "causal"))
+    base = models.load_model(causal_dir, "causal", attention=attention)
+    assert base.config._attn_implementation == attention
+    model = models.apply_method(base, cfg.training, "causal")
+    texts = [
+        ("alpha bravo charlie delta echo", "alpha bravo"),
+        ("golf", "golf hotel india"),
+        ("kilo lima mike november oscar papa", "kilo"),
+        ("quebec romeo", "quebec romeo sierra"),
+    ]
+    examples = [enc.example(t, s) for t, s in texts]
+    return model, examples, [len(e["input_ids"]) for e in examples], tok.pad_token_id
+
+
+@pytest.mark.parametrize(
+    ("loss_cls", "attention"),
+    [(job.LabelOnlyCausalLoss, "sdpa"), (job.ModelLoss, "sdpa"), (job.LabelOnlyCausalLoss, "eager")],
+)
+def test_packed_rows_give_the_padded_batchs_loss_and_gradients(causal_dir, tmp_path, loss_cls, attention):
+    """No cross-contamination: attention and targets stay inside each packed example."""
+    model, examples, lengths, pad = _packing_setup(causal_dir, tmp_path, attention)
+    step = loss_cls(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    ids = list(range(len(examples)))
+
+    def loss_and_grads(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        loss = step(**batch)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in trainable])
+
+    padded = job.make_batch(examples, ids, lengths, pad, "causal", pack_width=None)
+    packed = job.make_batch(examples, ids, lengths, pad, "causal", pack_width=2 * max(lengths))
+    assert packed["input_ids"].shape[0] < len(examples) and "attention_mask" not in packed
+    assert int((packed["labels"] != models.IGNORE_INDEX).sum()) == int((padded["labels"] != -100).sum())
+    loss_padded, grad_padded = loss_and_grads(padded)
+    loss_packed, grad_packed = loss_and_grads(packed)
+    torch.testing.assert_close(loss_packed, loss_padded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_packed, grad_padded, rtol=1e-4, atol=1e-6)
+
+    # the check can fail: the same rows under one causal mask per row mix the examples (10x the tolerance)
+    leaky = {**packed, "position_ids": None, "attention_mask": torch.ones_like(packed["input_ids"])}
+    with torch.no_grad():
+        assert abs(step(**leaky).item() - loss_padded.item()) > 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_packed_rows_with_flex_attention_match_the_padded_batch(causal_dir, tmp_path):
+    """flex_attention is the variable-length path on GPU: packed examples must not see each other there."""
+    model, examples, lengths, pad = _packing_setup(causal_dir, tmp_path, "flex_attention")
+    step = job.LabelOnlyCausalLoss(model.to("cuda"))
+    ids = list(range(len(examples)))
+
+    def loss(width: int | None) -> torch.Tensor:
+        batch = job.make_batch(examples, ids, lengths, pad, "causal", pack_width=width)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return step(**{k: v.to("cuda") for k, v in batch.items()})
+
+    torch.testing.assert_close(loss(2 * max(lengths)), loss(None), rtol=2e-2, atol=0)
+
+
+def test_flash_attention_without_its_package_is_refused_before_a_run(causal_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a)
+    )
+    cfg = tiny_config(tmp_path / "home", causal_dir, attention="flash_attention_2")
+    with pytest.raises(TrainingError, match="needs the flash-attn package"):
+        train(cfg, toy_splits(cfg))
+
+
+def test_packing_is_refused_where_it_cannot_work(seq2seq_dir, tmp_path):
+    with pytest.raises(ValueError, match="packing cannot be combined with method=prompt_tuning"):
+        tiny_config(tmp_path, seq2seq_dir, packing=True, method="prompt_tuning")
+    cfg = tiny_config(tmp_path / "home", seq2seq_dir, packing=True)
+    with pytest.raises(TrainingError, match="packing needs a causal"):
+        train(cfg, toy_splits(cfg))
+
+
 # --------------------------------------------------------------------------------------------- train()
 def test_causal_full_training_learns_checkpoints_and_logs_a_working_model(causal_dir, tmp_path):
     cfg = tiny_config(tmp_path / "home", causal_dir, method="full", epochs=3)
@@ -93,9 +187,11 @@ def test_causal_full_training_learns_checkpoints_and_logs_a_working_model(causal
     assert len(out) == 2 and all(isinstance(s, str) and len(s.split()) <= 3 for s in out)
 
 
-@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
-def test_adapter_methods_train_and_load(causal_dir, tmp_path, method):
-    cfg = tiny_config(tmp_path / "home", causal_dir, method=method, epochs=2, learning_rate=1e-2)
+@pytest.mark.parametrize(("method", "packing"), [("lora", False), ("prompt_tuning", False), ("lora", True)])
+def test_adapter_methods_train_and_load(causal_dir, tmp_path, method, packing):
+    cfg = tiny_config(
+        tmp_path / "home", causal_dir, method=method, epochs=2, learning_rate=1e-2, packing=packing
+    )
     result = train(cfg, toy_splits(cfg, rows=64))
     losses = [h["loss"] for h in result.history]
     assert _mean(losses[-3:]) < _mean(losses[:3])
@@ -221,3 +317,17 @@ def test_cuda_bf16_step_matches_fp32_and_resolves_to_bf16(causal_dir, tmp_path):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         fast = step(**batch).detach()
     torch.testing.assert_close(fast, reference, rtol=2e-2, atol=0)
+
+
+@pytest.mark.parametrize("lag", [True, False])
+def test_step_reports_are_one_step_late_on_gpu_and_none_is_lost(lag):
+    import queue
+
+    sink: queue.Queue = queue.Queue()
+    reports = job.StepReports(sink, lag=lag)
+    reports.add({"step": 1}, torch.tensor(2.5))
+    assert sink.qsize() == (0 if lag else 1)  # on GPU step 1's loss is read while step 2 runs
+    reports.add({"step": 2}, torch.tensor(1.5))
+    assert reports.flush() == 1.5 and reports.flush() == 1.5
+    sent = [sink.get_nowait() for _ in range(sink.qsize())]
+    assert sent == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 1.5}]
