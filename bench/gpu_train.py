@@ -143,10 +143,11 @@ def run_steep(
     """steep's step (ray_jobs/train.py): grouped batches, label-only loss, bf16 autocast, fused AdamW.
 
     pack_width: `training.packing: true`, each step's examples packed into rows of this many tokens.
-    """  # fmt: skip
+    """
     from ray_jobs import train as job
+    from steep.models import example_tokens
 
-    lengths = [len(e["input_ids"]) + (len(e["labels"]) if kind == "seq2seq" else 0) for e in examples]
+    lengths = [example_tokens(e, kind) for e in examples]
     step_module = job.loss_module(model, kind, "lora")
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
@@ -172,6 +173,8 @@ def run_hf_trainer(
     """The baseline: Trainer(bf16=True) + PEFT, each batch padded to its longest example, the model's loss."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from steep.models import example_tokens
+
     class Timer(TrainerCallback):
         def __init__(self) -> None:
             self.times: list[float] = []
@@ -188,9 +191,7 @@ def run_hf_trainer(
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         from ray_jobs.train import collate as pad_to_longest  # what DataCollatorForSeq2Seq(padding=True) does
 
-        timer.tokens.append(
-            sum(len(r["input_ids"]) + (len(r["labels"]) if kind == "seq2seq" else 0) for r in rows)
-        )
+        timer.tokens.append(sum(example_tokens(r, kind) for r in rows))
         return pad_to_longest(rows, 0, kind)
 
     timer = Timer()
@@ -284,9 +285,8 @@ def main() -> int:
             vocab = (TINY[shape] if opts.tiny else SHAPES[shape][1])["vocab_size"]
             examples = make_examples(lengths, kind, vocab, seed=1)
             sides = [("steep", run_steep, "sdpa"), ("HF Trainer+PEFT", run_hf_trainer, "sdpa")]
-            if (
-                kind == "causal"
-            ):  # packing: rows as wide as the longest example; flex skips cross-example blocks
+            # packing: rows as wide as the longest example; flex_attention skips cross-example blocks
+            if kind == "causal":
                 packed = functools.partial(run_steep, pack_width=max(p + s for p, s in lengths))
                 sides[1:1] = [("steep packing=true", packed, "sdpa")] + (
                     [("steep packed+flex", packed, "flex_attention")] if device.type == "cuda" else []

@@ -40,10 +40,12 @@ MAX_FINAL_GAP = 0.02  # mean of the last WINDOW steps
 def same_batches(cfg, splits, steps: int) -> list[list[dict]]:
     """The batches steep's loop will train on, in its order: the plan of each epoch, cut at `steps`."""
     from ray_jobs.train import plan_batches
+    from steep.models import example_tokens
     from steep.training import prepare
 
-    examples = prepare(cfg, splits).examples
-    lengths = [len(e["input_ids"]) for e in examples]
+    prepared = prepare(cfg, splits)
+    examples = prepared.examples
+    lengths = [example_tokens(e, prepared.kind) for e in examples]
     batches: list[list[dict]] = []
     for epoch in range(cfg.training.epochs):
         plan = plan_batches(lengths, cfg.training.batch_size, cfg.project.seed, epoch)
@@ -147,11 +149,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     opts = parser.parse_args()
 
+    from steep.data import load_dataset, split_dataset
     from steep.training import train
 
-    base = legal_config(bench_home(), 0, 1, [f"training.batch_size={opts.batch}", *opts.sets])
-    from steep.data import load_dataset, split_dataset
-
+    base = legal_config(bench_home(), 1, [f"training.batch_size={opts.batch}", *opts.sets])
     splits = split_dataset(load_dataset(base).frame, base.data.split, base.project.seed)
     per_epoch = len(splits.train) // opts.batch
     epochs = math.ceil(opts.steps / max(1, per_epoch)) + 1

@@ -59,7 +59,7 @@ def bench_home() -> str:
     return home
 
 
-def legal_config(home: str, examples: int, workers: int, sets: list[str]):
+def legal_config(home: str, workers: int, sets: list[str]):
     from steep.config import load_config
 
     overrides = [
@@ -172,7 +172,7 @@ def main() -> None:
     import torch
 
     threads = torch.get_num_threads()
-    cfg = legal_config(bench_home(), opts.examples, opts.workers, opts.sets)
+    cfg = legal_config(bench_home(), opts.workers, opts.sets)
     splits = pick_examples(cfg, opts.examples)
     from steep import models
 

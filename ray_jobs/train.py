@@ -306,7 +306,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # data and schedule
     examples: list[dict[str, list[int]]] = config["examples"]
-    lengths = [len(e["input_ids"]) + (len(e["labels"]) if kind == "seq2seq" else 0) for e in examples]
+    lengths = [models.example_tokens(e, kind) for e in examples]
     steps_per_epoch = len(plan_batches(lengths, t.batch_size, cfg.project.seed, 0, world))
     total_steps = min(t.max_steps or math.inf, steps_per_epoch * t.epochs)
     pack_width = cfg.model.max_source_tokens + cfg.model.max_target_tokens if t.packing else None

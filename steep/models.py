@@ -299,6 +299,11 @@ class Encoder:
         return {"input_ids": prompt, "labels": target}
 
 
+def example_tokens(example: dict[str, list[int]], kind: Kind) -> int:
+    """Tokens an example puts through the model: causal labels overlap the input, seq2seq ones do not."""
+    return len(example["input_ids"]) + (len(example["labels"]) if kind == "seq2seq" else 0)
+
+
 # --------------------------------------------------------------------------------------------- generate
 class Summarizer:
     """A loaded model + tokenizer + prompt format: the one place that generates summaries."""

@@ -92,7 +92,7 @@ def prepare(cfg: SteepConfig, splits: Splits) -> Prepared:
     fmt = models.PromptFormat.from_config(cfg.model, kind)
     encoder = models.Encoder(tokenizer, fmt)
     examples = [encoder.example(t, s) for t, s in zip(train["text"], train["summary"], strict=True)]
-    tokens = sum(len(e["input_ids"]) + (len(e["labels"]) if kind == "seq2seq" else 0) for e in examples)
+    tokens = sum(models.example_tokens(e, kind) for e in examples)
     return Prepared(model_dir, kind, fmt, examples, tokens)
 
 
