@@ -31,8 +31,6 @@ from steep.errors import SteepError
 from steep.registry import CHAMPION, GateDecision, Registry, gate, model_name
 from steep.validation import ValidationReport, validate_frame
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 class ValidationFailed(SteepError):
     """The data failed its checks: nothing is trained and nothing is promoted."""
@@ -44,6 +42,13 @@ class ApprovalInput(RunInput):
     approve: bool
     comment: str = ""
     reviewer: str = ""
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    bento: str | None  # the tag, None when the build failed
+    error: str | None = None
+    retry: str | None = None  # the command that builds it again
 
 
 @dataclass
@@ -58,7 +63,7 @@ class RunOutcome:
     promoted: bool = False
     approval: dict[str, Any] | None = None
     tracking_uri: str | None = None
-    bento: str | None = None
+    package: PackageResult | None = None
 
     def scores(self, name: str) -> dict[str, float] | None:
         found = next((e for e in self.evaluations if e.name == name), None)
@@ -197,6 +202,7 @@ def gate_task(cfg: SteepConfig, evaluations: list[Evaluation]) -> GateDecision:
 
 @task(name="register")
 def register_task(
+    cfg: SteepConfig,
     registry: Registry,
     result: Any,
     dataset: Dataset,
@@ -209,7 +215,7 @@ def register_task(
         "steep.data_digest": dataset.digest,
         **{f"steep.split_digest.{name}": digest for name, digest in splits.digests.items()},
         "steep.validation": report.summary(),
-        "steep.git_commit": git_commit(),
+        "steep.git_commit": git_commit(cfg.root),
         "steep.gate": decision.summary(),
         "steep.gate_passed": decision.promote,
         **{f"steep.eval.{e.name.split()[0]}": e.scores.as_dict() for e in evaluations},
@@ -226,22 +232,33 @@ def promote_task(registry: Registry, version: str, reason: str) -> None:
 
 
 @task(name="package")
-def package_task(cfg: SteepConfig, registry: Registry, version: str, run_id: str) -> str:
-    """The bento of the new champion, so `bentoml serve <tag>` or a container build can ship it as is."""
+def package_task(cfg: SteepConfig, registry: Registry, version: str, run_id: str) -> PackageResult:
+    """The bento of the new champion, so `bentoml serve <tag>` or a container build can ship it as is.
+
+    A failed build is a warning, not a failed run: the champion already passed the gate and serves from the
+    registry; the bento is derived from it and can be rebuilt at any time with the command it prints.
+    """
     from steep.serving.package import ModelRef, bento_version, build_bento
 
     log = get_run_logger()
     out = cfg.home / "package" / bento_version(version)
-    tag, _ = build_bento(cfg, ModelRef(registry.name, version, run_id), out, echo=log.info)
+    retry = f"steep package --version {version}"
+    try:
+        tag, _ = build_bento(cfg, ModelRef(registry.name, version, run_id), out, echo=log.info)
+    except SteepError as exc:
+        registry.tag(version, **{"steep.bento_error": str(exc)[-500:]})
+        log.warning("packaging v%s failed; the promotion stands. Retry with `%s`:\n%s", version, retry, exc)
+        return PackageResult(None, f"{exc}", retry)
     registry.tag(version, **{"steep.bento": tag})
     log.info("bento %s built; serve it with `bentoml serve %s` or `steep serve`", tag, tag)
-    return tag
+    return PackageResult(tag)
 
 
-def git_commit() -> str:
+def git_commit(project_dir: Path) -> str:
+    """The commit of the user's project folder (its config and data), when it is a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -298,13 +315,13 @@ def finetune_flow(
 
     result = train_task(cfg, splits, tracking_uri, stack.ray_address if stack else None)
     outcome.run_id = result.run_id
-    _tag_run(result.run_id, reason, trigger, report)
+    _tag_run(cfg, result.run_id, reason, trigger, report)
 
     outcome.evaluations = evaluate_task(cfg, splits, result, registry)
     log_evaluation_task(cfg, result.run_id, splits, outcome.evaluations)
     outcome.decision = gate_task(cfg, outcome.evaluations)
     outcome.version = register_task(
-        registry, result, dataset, report, splits, outcome.evaluations, outcome.decision
+        cfg, registry, result, dataset, report, splits, outcome.evaluations, outcome.decision
     )
 
     if not outcome.decision.promote:
@@ -319,17 +336,19 @@ def finetune_flow(
     promote_task(registry, outcome.version, outcome.decision.summary())
     outcome.promoted = True
     if cfg.serving.build_on_promote:
-        outcome.bento = package_task(cfg, registry, outcome.version, result.run_id)
+        outcome.package = package_task(cfg, registry, outcome.version, result.run_id)
     return outcome
 
 
-def _tag_run(run_id: str, reason: str, trigger: dict[str, Any] | None, report: ValidationReport) -> None:
+def _tag_run(
+    cfg: SteepConfig, run_id: str, reason: str, trigger: dict[str, Any] | None, report: ValidationReport
+) -> None:
     import mlflow
     from prefect.runtime import flow_run
 
     client = mlflow.MlflowClient()
     client.set_tag(run_id, "steep.reason", reason)
-    client.set_tag(run_id, "steep.git_commit", git_commit())
+    client.set_tag(run_id, "steep.git_commit", git_commit(cfg.root))
     client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.id))
     client.set_tag(run_id, "steep.validation", str(report.summary()))
     for key, value in (trigger or {}).items():

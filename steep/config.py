@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -319,9 +321,16 @@ class SteepConfig(Section):
     serving: ServingConfig = ServingConfig()
     drift: DriftConfig = DriftConfig()
 
+    _root: Path | None = PrivateAttr(None)  # the folder of the file it was read from
+
     @property
     def home(self) -> Path:
         return Path(self.project.home)
+
+    @property
+    def root(self) -> Path:
+        """The project folder: where its steep.yaml lies (the working folder for a config built in code)."""
+        return self._root or Path.cwd()
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -397,12 +406,28 @@ def apply_overrides(
         _set_path(data, key, _parse_scalar(raw), f"--set {item}")
 
 
+def find_config(start: Path | None = None) -> Path:
+    """The steep.yaml of the project the user is in: this folder's, else the nearest parent's (like git)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_CONFIG_FILE).is_file():
+            return folder / DEFAULT_CONFIG_FILE
+    raise ConfigError(
+        f"no {DEFAULT_CONFIG_FILE} in {here} or a folder above it. Create one with `steep init` "
+        "(`steep init --data FILE` maps your data's columns), or pass --config FILE."
+    )
+
+
 def load_config(
     path: str | Path | None = None,
     sets: list[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> SteepConfig:
-    """Read steep.yaml (or defaults when it is absent and no path was asked for) plus overrides."""
+    """Read steep.yaml (or defaults when it is absent and no path was asked for) plus overrides.
+
+    Relative paths in it (project.home, a local data.source or model.source) are made absolute against
+    the file's folder, so every command means the same files from wherever it is started.
+    """
     data: dict[str, Any] = {}
     file = Path(path) if path is not None else Path(DEFAULT_CONFIG_FILE)
     if file.exists():
@@ -431,9 +456,35 @@ def load_config(
         )
     apply_overrides(data, sets, environ)
     try:
-        return SteepConfig.model_validate(data)
+        cfg = SteepConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{file}: invalid config\n{_format_errors(exc)}") from exc
+    cfg = anchor_paths(cfg, file.resolve().parent if file.exists() else Path.cwd())
+    cfg._root = file.resolve().parent if file.exists() else None
+    return cfg
+
+
+def is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https")
+
+
+def anchor_paths(cfg: SteepConfig, base: Path) -> SteepConfig:
+    """The config with its relative paths resolved against `base` (the config file's folder)."""
+
+    def absolute(value: str) -> str:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    project = cfg.project.model_copy(update={"home": absolute(cfg.project.home)})
+    data = cfg.data
+    if not is_url(data.source):
+        data = data.model_copy(update={"source": absolute(data.source)})
+    model = cfg.model
+    source = model.source
+    # a model folder given relative to the project; a bare name stays a Hugging Face id or the offline default
+    if source.startswith((".", "~")) or (not Path(source).is_absolute() and (base / source).is_dir()):
+        model = model.model_copy(update={"source": absolute(source)})
+    return cfg.model_copy(update={"project": project, "data": data, "model": model})
 
 
 def config_schema() -> dict[str, Any]:

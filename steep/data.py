@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from steep.config import DataConfig, SplitConfig, SteepConfig
+from steep.config import DataConfig, SplitConfig, SteepConfig, is_url
 from steep.errors import SteepError
 
 CANONICAL_COLUMNS = ["id", "group", "text", "summary"]
@@ -56,10 +56,6 @@ class Splits:
 
 
 # --------------------------------------------------------------------------------------------- source
-def is_url(source: str) -> bool:
-    return urlparse(source).scheme in ("http", "https")
-
-
 def cache_path(cfg: SteepConfig) -> Path:
     """Where a URL source is cached: one folder per URL, the file keeps its upstream name."""
     url = cfg.data.source

@@ -20,6 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,11 +191,9 @@ def render(template: Any, values: dict[str, Any]) -> Any:
 
 
 def find_prefect_yaml(project_dir: Path) -> Path:
-    """./prefect.yaml where steep runs, else the one shipped beside the steep package."""
-    for candidate in (project_dir / PREFECT_YAML, Path(__file__).resolve().parents[1] / PREFECT_YAML):
-        if candidate.is_file():
-            return candidate
-    raise DeployError(f"no {PREFECT_YAML} in {project_dir} or beside steep; pass one with --file")
+    """The project's own prefect.yaml when it has one, else the deployment definitions shipped with steep."""
+    own = project_dir / PREFECT_YAML
+    return own if own.is_file() else Path(str(resources.files("flows") / PREFECT_YAML))
 
 
 def plan(

@@ -109,8 +109,13 @@ class Registry:
     def register(self, model_uri: str, run_id: str, tags: dict[str, Any]) -> ModelVersion:
         """A new version from a run's model, tagged, with alias `challenger`. The champion is not touched."""
         self.ensure()
+        # a tracking server (unlike the sqlite store) refuses a models:/m-... source without its model id
         version = self.client.create_model_version(
-            self.name, model_uri, run_id=run_id, tags={k: _tag(v) for k, v in tags.items()}
+            self.name,
+            model_uri,
+            run_id=run_id,
+            tags={k: _tag(v) for k, v in tags.items()},
+            model_id=logged_model_id(model_uri),
         )
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return version
@@ -190,6 +195,12 @@ class Registry:
             )
         self.promote(stack[-2], f"rollback from v{now}", rollback=True)
         return now, stack[-2]
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """`models:/m-abc` (what log_model returns) -> "m-abc"; a registry URI (`models:/name/1`) -> None."""
+    rest = model_uri.removeprefix("models:/")
+    return rest if rest != model_uri and rest and "/" not in rest and "@" not in rest else None
 
 
 def _tag(value: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from steep.config import SteepConfig, load_config
+from steep.config import SteepConfig, find_config, load_config
 from steep.errors import SteepError
 
 app = typer.Typer(
@@ -28,7 +28,12 @@ err_console = Console(stderr=True, highlight=False)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="config file (default: ./steep.yaml)", show_default=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="config file (default: ./steep.yaml, else the nearest in a folder above)",
+        show_default=False,
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -56,8 +61,8 @@ def _root(
 
 
 def load(config: Path | None, sets: list[str] | None) -> SteepConfig:
-    """The resolved config: file, then STEEP__SECTION__KEY variables, then --set."""
-    return load_config(config, sets)
+    """The resolved config: file (./steep.yaml or the nearest above), then STEEP__SECTION__KEY, then --set."""
+    return load_config(config or find_config(), sets)
 
 
 def quiet_third_parties() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.config import config_schema, dump_config
+from steep.config import config_schema, dump_config, find_config
 
 config_app = typer.Typer(help="Check, show and describe steep.yaml.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -21,8 +21,9 @@ def validate(
     sets: SetOpt = None,
 ) -> None:
     """Check a config file; exit 2 with the key path and the fix if it is wrong."""
-    load(file or Path("steep.yaml"), sets)
-    console.print(f"[green]ok[/] {file or 'steep.yaml'} is valid")
+    path = file or find_config()
+    load(path, sets)
+    console.print(f"[green]ok[/] {path} is valid")
 
 
 @config_app.command("schema")

@@ -18,7 +18,12 @@ def deploy_cmd(
         bool, typer.Option("--dry-run", help="print what would be registered, change nothing")
     ] = False,
     file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="prefect.yaml to use (default: ./prefect.yaml)")
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="prefect.yaml to use (default: the project's own, else the one shipped with steep)",
+        ),
     ] = None,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="start a local worker where the target needs one")
@@ -33,7 +38,7 @@ def deploy_cmd(
     stack = current(cfg)
     if not dry_run:
         prefect_env(cfg)  # before Prefect is imported: its settings are read once
-    plan = deploy.plan(cfg, stack, file)
+    plan = deploy.plan(cfg, stack, file, project_dir=cfg.root)
     if dry_run:
         typer.echo(plan.describe())
         return
@@ -41,7 +46,7 @@ def deploy_cmd(
     for name, deployment_id in ids.items():
         console.print(f"registered {name} ({deployment_id})")
     if plan.start_worker and worker:
-        pid = deploy.start_worker(cfg, plan.api_url, plan.work_pool, Path.cwd())
+        pid = deploy.start_worker(cfg, plan.api_url, plan.work_pool, cfg.root)
         console.print(f"worker for pool {plan.work_pool} running (pid {pid}); `steep destroy` stops it")
     elif plan.start_worker:
         console.print(

@@ -49,7 +49,13 @@ def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     console.print(f"version {outcome.version}: {verdict} — {decision.summary() if decision else ''}")
     if outcome.approval is not None:
         console.print(f"approval: {outcome.approval}")
-    if outcome.bento:
-        console.print(f"Bento:      {outcome.bento}  (`steep serve` answers with it)")
+    package = outcome.package
+    if package and package.bento:
+        console.print(f"Bento:      {package.bento}  (`steep serve` answers with it)")
+    elif package:
+        console.print(
+            f"[yellow]warning:[/] the bento was not built; the promotion stands. Retry: `{package.retry}`\n"
+            f"  {package.error}"
+        )
     console.print(f"MLflow run: {outcome.run_id}  ({outcome.tracking_uri or 'embedded: ' + str(cfg.home)})")
     console.print(f"Data Docs:  {outcome.validation.data_docs}")

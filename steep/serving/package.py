@@ -7,6 +7,7 @@ CUDA torch into a CPU image; the requirements are the versions installed here in
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,20 +21,21 @@ import yaml
 
 from steep.config import SteepConfig
 from steep.serving import CONFIG_ARG, CONFIG_ENV, ServingError, config_env
-from steep.serving.process import SERVICE, bentoml_home, source_root
+from steep.serving.process import SERVICE, bentoml_home
 
 # what the service imports at run time (steep.inference_log pulls in great-expectations for its PII patterns)
 RUNTIME_PACKAGES = (
     "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "mlflow", "bentoml",
     "pydantic", "pyyaml", "pandas", "httpx", "psutil", "great-expectations",
 )  # fmt: skip
+SOURCE_PACKAGES = ("steep", "expectations", "bentos")  # what the service imports, copied into the bento
 INCLUDE = [
     "steep/**/*.py",
     "expectations/**/*.py",
     "bentos/**/*.py",
     "bentos/**/*.html",
 ]
-EXCLUDE = ["**/__pycache__/", "tests/", ".steep/", ".venv/"]
+EXCLUDE = ["**/__pycache__/"]
 APP_LABEL = "app.kubernetes.io/name"
 STATE_DIR = "/var/lib/steep"  # project.home inside a pod: the inference log and MLflow's download cache
 
@@ -104,6 +106,22 @@ def bentofile(cfg: SteepConfig, model: ModelRef, extra_index_urls: list[str] | N
     }
 
 
+def build_context(dest: Path) -> Path:
+    """A clean bento build context: steep's installed packages, copied from wherever Python imports them.
+
+    Nothing of the user's folder or of a source checkout (its pyproject.toml, tests, state) gets in.
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    for package in SOURCE_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ServingError(f"cannot find the installed package {package!r}; reinstall steep")
+        src = Path(next(iter(spec.submodule_search_locations)))
+        shutil.copytree(src, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
 def build_bento(
     cfg: SteepConfig,
     model: ModelRef,
@@ -116,6 +134,7 @@ def build_bento(
     spec = bentofile(cfg, model, extra_index_urls)
     file = out_dir / "bentofile.yaml"
     file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    context = build_context(out_dir / "context")
     env = dict(os.environ)
     env.setdefault("BENTOML_HOME", str(bentoml_home(cfg)))
     env["BENTOML_DO_NOT_TRACK"] = "true"
@@ -130,10 +149,10 @@ def build_bento(
         bento_version(model.version),
         "--output",
         "tag",
-        str(source_root()),
+        str(context),
     ]
     echo(f"bentoml build {spec['name']}:{bento_version(model.version)} (package locking off)")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(source_root()))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(context))
     if proc.returncode != 0:
         raise ServingError(
             f"bentoml build failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-3000:]}\n"

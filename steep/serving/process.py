@@ -21,13 +21,6 @@ from steep.serving import CONFIG_ENV, ServingError, config_env
 SERVICE = "bentos.summarizer.service:Summarizer"
 
 
-def source_root() -> Path:
-    """The folder holding the `bentos` package beside `steep` (the repository root, or site-packages)."""
-    import steep
-
-    return Path(steep.__file__).resolve().parent.parent
-
-
 def bentoml_home(cfg: SteepConfig) -> Path:
     return (cfg.home / "bentoml").resolve()
 
@@ -42,8 +35,6 @@ def environment(cfg: SteepConfig, base: dict[str, str] | None = None) -> dict[st
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    root = str(source_root())
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -63,8 +54,8 @@ def command(cfg: SteepConfig, host: str | None = None, port: int | None = None) 
         host or cfg.serving.host,
         "--port",
         str(port or cfg.serving.port),
-        "--working-dir",
-        str(source_root()),
+        "--working-dir",  # the service is imported from the installed package; paths mean the project
+        str(cfg.root),
     ]
 
 
@@ -83,7 +74,7 @@ def start(
         return subprocess.Popen(
             command(cfg, host, port),
             env=env,
-            cwd=str(source_root()),
+            cwd=str(cfg.root),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,

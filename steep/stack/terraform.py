@@ -17,6 +17,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,9 @@ class PlanSummary:
         return f"{self.add} to add, {self.change} to change, {self.destroy} to destroy"
 
 
-def repo_terraform_dir() -> Path:
-    """The terraform/ folder of the source tree steep runs from."""
-    return Path(__file__).resolve().parents[2] / "terraform"
+def terraform_sources() -> Path:
+    """The Terraform roots and modules shipped in steep's wheel (the `terraform` package's folder)."""
+    return Path(str(resources.files("terraform")))
 
 
 def terraform_binary() -> str:
@@ -116,7 +117,7 @@ def sync_sources(target: str, tf_home: Path, source: Path | None = None) -> Path
     """Copy terraform/<target> and terraform/modules into the stack home; returns the working folder."""
     if target not in TARGETS:
         raise TerraformError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
-    source = source or repo_terraform_dir()
+    source = source or terraform_sources()
     for name in (target, "modules"):
         src_root = source / name
         if not src_root.is_dir():

@@ -77,7 +77,7 @@ def test_a_passing_gate_moves_the_champion_and_packages_it(base, registry):
     assert champion_of(registry) == outcome.version != before
     version = registry.version(outcome.version)
     assert version.tags["steep.gate_passed"] == "true" and "steep.data_digest" in version.tags
-    assert outcome.bento == version.tags["steep.bento"] == f"steep-summarizer:v{outcome.version}"
+    assert outcome.package.bento == version.tags["steep.bento"] == f"steep-summarizer:v{outcome.version}"
     bento = bentoml_home(cfg) / "bentos" / "steep-summarizer" / f"v{outcome.version}"
     assert (bento / "bento.yaml").is_file()
     assert {"lead-1", "challenger", "base"} <= {e.name for e in outcome.evaluations}

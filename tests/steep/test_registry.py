@@ -3,7 +3,8 @@ import pytest
 from mlflow import MlflowClient
 
 from steep.config import EvaluationConfig
-from steep.registry import CHALLENGER, CHAMPION, Registry, RegistryError, gate
+from steep.registry import CHALLENGER, CHAMPION, Registry, RegistryError, gate, logged_model_id
+from steep.stack import daemons
 
 
 def scores(r1, r2, rl):
@@ -48,13 +49,27 @@ def test_gate_metric_is_configurable():
 
 
 # ------------------------------------------------------------------------------------------------ registry
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
-    """One sqlite store for the module: creating its tables costs seconds."""
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("server", marks=pytest.mark.integration)])
+def tracking(request, tmp_path_factory):
+    """The embedded sqlite store, and a real `mlflow server` (the local stack's): their behaviour differs."""
+    home = tmp_path_factory.mktemp("mlflow")
+    if request.param == "sqlite":
+        uri, svc = f"sqlite:///{home / 'mlflow.db'}", None
+    else:
+        svc = daemons.Service("mlflow", home, "127.0.0.1", daemons.free_port())
+        daemons.start(svc)
+        uri = f"http://{svc.host}:{svc.port}"
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("registry-test")
     yield MlflowClient()
     mlflow.set_tracking_uri(None)
+    if svc is not None:
+        daemons.stop(svc)
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
 
 
 @pytest.fixture
@@ -77,6 +92,24 @@ def test_register_sets_challenger_not_champion(registry, tmp_path):
     assert registry.alias(CHALLENGER).version == v1.version
     assert registry.alias(CHAMPION) is None
     assert registry.version(v1.version).tags["scores"] == '{"a": 1}'
+
+
+def test_register_a_logged_model(registry):
+    """What `steep run` registers: the models:/m-... URI log_model returns (a server needs its model id)."""
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=[])
+    assert logged_model_id(info.model_uri) == info.model_id
+    version = registry.register(info.model_uri, run.info.run_id, {"steep.n": 1})
+    assert version.run_id == run.info.run_id
+    loaded = mlflow.pyfunc.load_model(f"models:/{registry.name}/{version.version}")
+    assert list(loaded.predict(["a text"])) == ["a text"]
+
+
+def test_logged_model_id_only_for_logged_model_uris():
+    assert logged_model_id("models:/m-0123abc") == "m-0123abc"
+    assert logged_model_id("models:/steep-summarizer/3") is None
+    assert logged_model_id("models:/steep-summarizer@champion") is None
+    assert logged_model_id("runs:/abc/model") is None
 
 
 def test_promote_then_rollback_walks_the_history(registry, tmp_path):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from steep.stack.terraform import repo_terraform_dir
+from steep.stack.terraform import terraform_sources
 
 CHECKOV_VERSION = "3.3.30"
-TF = repo_terraform_dir()
+TF = terraform_sources()
 _SKIP = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 
 

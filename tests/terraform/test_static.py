@@ -12,10 +12,10 @@ import pytest
 
 from steep.stack import prices
 from steep.stack.core import CONTRACT
-from steep.stack.terraform import repo_terraform_dir, terraform_binary
+from steep.stack.terraform import terraform_sources, terraform_binary
 from tests.terraform.hcl import load_module, unquote
 
-TF = repo_terraform_dir()
+TF = terraform_sources()
 MODULES = ["local", "aws", "gcp", "azure", "modules/platform"]
 TARGETS = ["local", "aws", "gcp", "azure"]
 
