@@ -9,6 +9,7 @@ it was; packaging comes after it and only builds what is already the champion.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ray_jobs.evaluate import (
     predictions_table,
     pyfunc_summarizer,
 )
+from steep.approval import VERSION_TAG, approve_command
 from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset, split_dataset
 from steep.errors import SteepError
@@ -269,22 +271,35 @@ def ask_approval(
     cfg: SteepConfig, registry: Registry, version: str, decision: GateDecision
 ) -> dict[str, Any]:
     """Pause the flow run for a typed approval form; a timeout counts as a rejection."""
+    from prefect import get_client
     from prefect.flow_runs import pause_flow_run
+    from prefect.runtime import flow_run
 
     log = get_run_logger()
     timeout = int(parse_duration(cfg.evaluation.approval_timeout))
+    run_id = str(flow_run.id)
+    with get_client(sync_client=True) as client:  # so `steep models approve` can say what a run waits for
+        client.update_flow_run(flow_run.id, tags=[*(flow_run.tags or []), f"{VERSION_TAG}{version}"])
     log.info(
-        "waiting up to %ss for approval of %s v%s (%s): Prefect UI, or `steep models approve`",
+        "waiting up to %ss for approval of %s v%s (%s).\n  approve: %s\n  reject:  %s%s",
         timeout,
         registry.name,
         version,
         decision.summary(),
+        approve_command(run_id),
+        approve_command(run_id, reject=True),
+        "\n  or answer the form in the Prefect UI" if _has_ui() else "",
     )
     try:
         answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=timeout)
     except Exception as exc:  # Prefect raises its own timeout type; any failure to get an answer is a "no"
         return {"approve": False, "comment": f"no answer: {exc.__class__.__name__}", "reviewer": ""}
     return {"approve": answer.approve, "comment": answer.comment, "reviewer": answer.reviewer}
+
+
+def _has_ui() -> bool:
+    """A real Prefect server (the stack's, or PREFECT_API_URL's) has a UI; the embedded temporary one not."""
+    return bool(os.environ.get("PREFECT_API_URL"))
 
 
 # --------------------------------------------------------------------------------------------- flow

@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -118,6 +119,15 @@ class SplitConfig(Section):
         return self
 
 
+def _column_named(value: Any) -> Any:
+    if value is None:
+        raise ValueError(
+            "not set: name the column of your data that holds it (`steep init --data FILE` proposes one "
+            "and writes a QUESTION comment where it could not tell)"
+        )
+    return value
+
+
 class DataConfig(Section):
     source: str = Field(
         "https://raw.githubusercontent.com/lauramanor/legal_summarization/master/all_v1.json",
@@ -130,8 +140,12 @@ class DataConfig(Section):
         description="expected checksum of a downloaded source; checked on download and on seeding the cache",
     )
     id_column: str | None = Field("uid", description="unique row id; none means the row number")
-    text_column: str = "original_text"
-    summary_column: str = "reference_summary"
+    text_column: Annotated[str, BeforeValidator(_column_named)] = Field(
+        "original_text", description="the column holding the documents to summarize"
+    )
+    summary_column: Annotated[str, BeforeValidator(_column_named)] = Field(
+        "reference_summary", description="the column holding the reference summaries"
+    )
     group_column: str | None = Field("doc", description="rows sharing this value never straddle two splits")
     split: SplitConfig = SplitConfig()
 
@@ -322,6 +336,9 @@ class SteepConfig(Section):
     drift: DriftConfig = DriftConfig()
 
     _root: Path | None = PrivateAttr(None)  # the folder of the file it was read from
+
+    def __eq__(self, other: object) -> bool:  # the same settings, wherever the file that held them lies
+        return isinstance(other, SteepConfig) and self.model_dump() == other.model_dump()
 
     @property
     def home(self) -> Path:

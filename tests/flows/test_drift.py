@@ -194,6 +194,8 @@ def test_cli_deploy_and_check(base, prefect_server, tmp_path):
         for arg in ("-s", s)
     ]
 
+    (tmp_path / "steep.yaml").write_text("{}\n")  # the project; the legal set comes in through --set
+
     def steep(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "steep", *args, *sets], capture_output=True, text=True,
                               cwd=tmp_path, env=env, timeout=300)  # fmt: skip

@@ -124,36 +124,37 @@ def test_crash_between_register_and_promote_moves_nothing(base, registry, monkey
     assert str(registry.alias(CHALLENGER).version) != before  # the new version exists, as challenger only
 
 
-def answer_when_paused(approve: bool, comment: str) -> threading.Thread:
-    """A reviewer in another thread: waits for the paused run, then submits the typed form."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
-    from prefect.flow_runs import resume_flow_run
+def answer_when_paused(cfg: SteepConfig, approve: bool, comment: str) -> tuple[threading.Thread, dict]:
+    """A reviewer in another thread, as `steep models approve` with no id: finds this project's one
+    waiting run, then submits the typed form."""
+    from steep import approval
+
+    seen: dict = {}
 
     def reviewer() -> None:
-        paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with get_client(sync_client=True) as client:
-                runs = client.read_flow_runs(flow_run_filter=paused)
-            if runs:
-                resume_flow_run(
-                    runs[0].id, run_input={"approve": approve, "comment": comment, "reviewer": "t"}
-                )
+            waiting = approval.pending(cfg)
+            if waiting:
+                seen["pending"] = waiting
+                approval.answer(approval.choose(cfg, None), approve, comment, "t")
                 return
             time.sleep(0.5)
 
     thread = threading.Thread(target=reviewer, daemon=True)
     thread.start()
-    return thread
+    return thread, seen
 
 
 @pytest.mark.parametrize("approve", [False, True])
 def test_human_approval(base, registry, approve):
     before = champion_of(registry)
-    reviewer = answer_when_paused(approve, "looks fine" if approve else "too short")
-    outcome = run(make_config(base, evaluation={"require_approval": True}))
+    cfg = make_config(base, evaluation={"require_approval": True})
+    reviewer, seen = answer_when_paused(cfg, approve, "looks fine" if approve else "too short")
+    outcome = run(cfg)
     reviewer.join(timeout=5)
+    (waiting,) = seen["pending"]
+    assert waiting.version == outcome.version  # the listing says what the run asks to promote
     assert outcome.approval["approve"] is approve
     assert outcome.promoted is approve
     assert champion_of(registry) == (outcome.version if approve else before)

@@ -130,6 +130,7 @@ def test_render_keeps_types_and_leaves_prefect_templates():
 
 
 def test_dry_run_prints_the_plan_without_a_server(tmp_path):
+    (tmp_path / "steep.yaml").write_text("project: {name: steep}\n")  # no prefect.yaml: steep's own is used
     out = subprocess.run(
         [sys.executable, "-m", "steep", "deploy", "--dry-run", "--set", f"project.home={tmp_path / 'h'}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300, env={"PATH": "", "HOME": str(tmp_path),

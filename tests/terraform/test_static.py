@@ -12,7 +12,7 @@ import pytest
 
 from steep.stack import prices
 from steep.stack.core import CONTRACT
-from steep.stack.terraform import terraform_sources, terraform_binary
+from steep.stack.terraform import terraform_binary, terraform_sources
 from tests.terraform.hcl import load_module, unquote
 
 TF = terraform_sources()

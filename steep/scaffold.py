@@ -1,0 +1,626 @@
+"""`steep init`: write a commented steep.yaml (and a .gitignore line) for a new project.
+
+The YAML is generated from the SteepConfig model itself, so every section, default and description shown is
+the one steep actually uses and the file can never drift from the model. With a data file, the column mapping
+is proposed from the column names *and* contents; where the evidence is not clear the file asks a QUESTION
+instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import textwrap
+import typing
+import unicodedata
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from steep.config import DEFAULT_CONFIG_FILE, ConfigError, ProjectConfig, SplitConfig, SteepConfig
+from steep.data import DataError, detect_format, read_table
+from steep.errors import SteepError
+
+FALLBACK_NAME = "my-summarizer"
+GITIGNORE_LINE = ".steep/"
+LINE_WIDTH = 110
+_MAX_ALIGN = 44  # trailing comments line up at most this far right; longer lines just get two spaces
+
+HEADER = """\
+# steep.yaml: the one file that configures steep, written by `steep init` from the config model. Every key
+# shows its default; delete a key to keep the default. `steep config show` prints the resolved config.
+# Main commands: `steep validate` checks the data, `steep run` trains, evaluates and registers a model,
+# `steep serve` serves the champion over HTTP.
+"""
+
+# ------------------------------------------------------------------------------------- column proposal
+ROLES = ("id", "text", "summary", "group")
+_KEYS = {"id": "id_column", "text": "text_column", "summary": "summary_column", "group": "group_column"}
+_REQUIRED = {"text", "summary"}  # str fields in DataConfig; id and group may legitimately be null
+_QUESTIONS = {
+    "id": "which column is a unique row id?",
+    "text": "which column holds the texts to summarize?",
+    "summary": "which column holds the reference summaries?",
+    "group": "which column groups rows that must stay in one split (e.g. the source document)?",
+}
+_NULL_MEANS = {
+    "id": "null: the row number (or the JSON object's key) is the id",
+    "group": "null: every row is its own group, rows are split independently",
+}
+_TEXT_NAMES = {
+    "text", "source_text", "original_text", "full_text", "input_text", "document", "document_text",
+    "article", "article_text", "body", "content", "dialogue", "dialog", "conversation", "transcript",
+    "passage", "story", "source", "src", "input", "context", "clause", "contract_text",
+}  # fmt: skip
+_SUMMARY_NAMES = {
+    "summary", "reference_summary", "summary_text", "abstract", "highlights", "tldr", "target",
+    "target_text", "tgt", "gist", "reference", "output", "synopsis",
+}  # fmt: skip
+_ID_NAMES = {"id", "uid", "uuid", "guid"}  # first choice; then key, idx, *_id
+_ID_NAMES_2 = {"key", "idx", "row_id", "record_id", "example_id", "sample_id"}
+_GROUP_NAMES = {
+    "doc", "doc_id", "docid", "document", "document_id", "doc_title", "document_title", "group", "group_id",
+    "source", "source_id", "contract", "contract_id", "case", "case_id", "article_id", "story_id",
+    "dialogue_id", "conversation_id", "thread_id", "file", "filename", "url",
+}  # fmt: skip
+_CLEARLY_LONGER = 1.5  # "longer" by contents means at least this factor in mean characters
+_MIN_COVERAGE = 0.9  # text, summary and group columns must be filled in on most rows
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _key(value: Any) -> Hashable:
+    """Values as hashable keys, so lists and dicts from JSON can be counted too."""
+    return value if isinstance(value, Hashable) else json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """What the contents of one column look like: enough to tell ids, free text and categories apart."""
+
+    name: str
+    rows: int
+    filled: int
+    distinct: int
+    is_text: bool
+    is_float: bool
+    mean_chars: float
+    mean_words: float
+
+    @property
+    def coverage(self) -> float:
+        return self.filled / self.rows if self.rows else 0.0
+
+    @property
+    def unique(self) -> bool:
+        return self.filled == self.rows and self.distinct == self.rows
+
+    @property
+    def norm(self) -> str:
+        return _norm(self.name)
+
+    @property
+    def summary_named(self) -> bool:
+        return self.norm in _SUMMARY_NAMES or "summar" in self.norm or "tldr" in self.norm
+
+    @property
+    def text_named(self) -> bool:
+        return not self.summary_named and self.norm in _TEXT_NAMES
+
+    @property
+    def id_tier(self) -> int | None:
+        if self.name == "_key":  # the reader's column for an object of records: null uses it already
+            return None
+        if self.norm in _ID_NAMES:
+            return 1
+        if self.norm in _ID_NAMES_2 or self.norm.endswith("_id") or self.norm.endswith("_uid"):
+            return 2
+        return None
+
+    @property
+    def group_named(self) -> bool:
+        return self.norm in _GROUP_NAMES or self.norm.endswith("_group")
+
+    @property
+    def free_text(self) -> bool:
+        """Prose, not labels: mostly strings of several words, mostly distinct (or long even if repeated)."""
+        if not self.is_text or self.coverage < _MIN_COVERAGE:
+            return False
+        varied = self.distinct >= 0.5 * self.filled or self.mean_words >= 20
+        wordy = self.mean_words >= 3 or self.text_named or self.summary_named
+        return varied and wordy
+
+    def length(self) -> str:
+        return f"mean {self.mean_chars:,.0f} chars"
+
+
+def profile_column(name: str, series: pd.Series) -> ColumnProfile:
+    values = [v for v in series.tolist() if not _is_missing(v)]
+    strings = [v for v in values if isinstance(v, str)]
+    is_text = bool(values) and len(strings) >= 0.95 * len(values)
+    is_float = any(isinstance(v, float) and not float(v).is_integer() for v in values)
+    return ColumnProfile(
+        name=str(name),
+        rows=len(series),
+        filled=len(values),
+        distinct=len({_key(v) for v in values}),
+        is_text=is_text,
+        is_float=is_float,
+        mean_chars=sum(map(len, strings)) / len(strings) if strings else 0.0,
+        mean_words=sum(len(s.split()) for s in strings) / len(strings) if strings else 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class RoleProposal:
+    """One data.*_column: the column picked (or None) and why; a question when the evidence is not clear."""
+
+    role: str
+    column: str | None
+    why: str
+    question: str | None = None
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"data.{_KEYS[self.role]}"
+
+    @property
+    def required(self) -> bool:
+        """Unanswered, steep cannot run (text, summary); an open id or group question may stay null."""
+        return self.question is not None and self.role in _REQUIRED
+
+    def question_line(self) -> str:
+        found = ", ".join(self.candidates) if self.candidates else "none found in the file"
+        return f"{self.question} candidates: {found}"
+
+
+@dataclass(frozen=True)
+class ColumnProposal:
+    rows: int
+    columns: tuple[str, ...]
+    roles: tuple[RoleProposal, ...] = field(default_factory=tuple)
+
+    def role(self, name: str) -> RoleProposal:
+        return next(r for r in self.roles if r.role == name)
+
+    @property
+    def questions(self) -> list[RoleProposal]:
+        return [r for r in self.roles if r.question is not None]
+
+    def settings(self) -> dict[str, str | None]:
+        """data.* values for the config: the picked column, or null where a question is open."""
+        return {r.key: r.column for r in self.roles}
+
+
+def _ask(role: str, why: str, candidates: list[ColumnProfile] | list[str]) -> RoleProposal:
+    names = tuple(c if isinstance(c, str) else c.name for c in candidates)
+    return RoleProposal(role, None, why, _QUESTIONS[role], names)
+
+
+def _pick(role: str, col: ColumnProfile, why: str) -> RoleProposal:
+    return RoleProposal(role, col.name, why)
+
+
+def _lengths(cols: list[ColumnProfile]) -> str:
+    return ", ".join(f"{c.name} {c.mean_chars:,.0f}" for c in cols) + " chars on average"
+
+
+def _text_and_summary(profiles: list[ColumnProfile]) -> tuple[RoleProposal, RoleProposal]:
+    """Names first, contents to confirm: the text is the long free text, the summary the shorter one."""
+    free = [p for p in profiles if p.free_text]
+    by_name = {p.name: p for p in profiles}
+    t_named = [p for p in free if p.text_named]
+    s_named = [p for p in free if p.summary_named]
+    rest = [p for p in free if not p.text_named and not p.summary_named]
+    text: RoleProposal | None = None
+    summary: RoleProposal | None = None
+    if len(t_named) == 1:
+        text = _pick("text", t_named[0], f"name {t_named[0].name!r}; free text, {t_named[0].length()}")
+    elif t_named:
+        text = _ask("text", f"several text-like columns: {_lengths(t_named)}", t_named)
+    if len(s_named) == 1:
+        summary = _pick("summary", s_named[0], f"name {s_named[0].name!r}; free text, {s_named[0].length()}")
+    elif s_named:
+        summary = _ask("summary", f"several summary-like columns: {_lengths(s_named)}", s_named)
+
+    def others(exclude: set[str]) -> list[str]:
+        """Text columns that could still be meant, for the question: not ids or one-word labels."""
+        return [
+            p.name
+            for p in profiles
+            if p.is_text and p.name not in exclude and p.coverage >= 0.5 and p.mean_words >= 2
+        ]
+
+    if text is None and summary is None:
+        ranked = sorted(rest, key=lambda p: -p.mean_chars)
+        if len(ranked) == 2 and ranked[0].mean_chars >= _CLEARLY_LONGER * ranked[1].mean_chars:
+            long, short = ranked
+            text = _pick("text", long, f"the longer of two free-text columns ({long.length()})")
+            summary = _pick("summary", short, f"the shorter of two free-text columns ({short.length()})")
+        elif len(ranked) >= 2:
+            why = f"free-text columns that names and lengths cannot tell apart: {_lengths(ranked)}"
+            text, summary = _ask("text", why, ranked), _ask("summary", why, ranked)
+        elif len(ranked) == 1:
+            text = _pick("text", ranked[0], f"the only free-text column ({ranked[0].length()})")
+            why = "no summary-like column (a shorter free-text column)"
+            summary = _ask("summary", why, others({ranked[0].name}))
+        else:
+            text = _ask("text", "no free-text column (several words per row, mostly distinct)", others(set()))
+            summary = _ask("summary", "no free-text column for the summaries either", others(set()))
+    elif text is None and summary is not None:
+        picked = by_name.get(summary.column or "")
+        pool = [p for p in rest if picked is None or p.mean_chars > picked.mean_chars]
+        ranked = sorted(pool, key=lambda p: -p.mean_chars)
+        if len(ranked) == 1 or (
+            len(ranked) > 1 and ranked[0].mean_chars >= _CLEARLY_LONGER * ranked[1].mean_chars
+        ):
+            text = _pick("text", ranked[0], f"the longest free-text column ({ranked[0].length()})")
+        elif ranked:
+            text = _ask("text", f"several long free-text columns: {_lengths(ranked)}", ranked)
+        else:
+            text = _ask(
+                "text", "no free-text column longer than the summaries", others({summary.column or ""})
+            )
+    elif summary is None:
+        picked = by_name.get(text.column or "")
+        pool = [p for p in rest if picked is None or p.mean_chars < picked.mean_chars]
+        if len(pool) == 1:
+            why = f"the only other free-text column, shorter than the text ({pool[0].length()})"
+            summary = _pick("summary", pool[0], why)
+        elif pool:  # the shortest might as well be a title: ask
+            summary = _ask("summary", f"several shorter free-text columns: {_lengths(pool)}", pool)
+        else:
+            why = "no summary-like column (a free-text column shorter than the text)"
+            summary = _ask("summary", why, others({text.column or ""}))
+    if text.column and summary.column:
+        long, short = by_name[text.column], by_name[summary.column]
+        if long.mean_chars <= short.mean_chars:
+            why = (
+                f"by name {long.name!r} is the text and {short.name!r} the summary, but the summaries are "
+                f"not shorter ({_lengths([long, short])})"
+            )
+            text, summary = _ask("text", why, [long, short]), _ask("summary", why, [long, short])
+        else:
+            ratio = long.mean_chars / max(short.mean_chars, 1.0)
+            text = RoleProposal("text", long.name, f"{text.why}, {ratio:.1f}x the summary")
+    return text, summary
+
+
+def _id(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
+    named = [p for p in profiles if p.id_tier is not None and p.name not in taken]
+    unique = [p for p in named if p.unique and not p.is_float]
+    best = [p for p in unique if p.id_tier == min(q.id_tier or 0 for q in unique)]
+    if len(best) == 1:
+        why = f"name {best[0].name!r}; all {best[0].rows:,} values unique"
+        return _pick("id", best[0], why)
+    if best:
+        return _ask("id", f"several unique id-like columns; {_NULL_MEANS['id']}", best)
+    repeated = [p.name for p in named if not p.unique]
+    note = f" ({', '.join(repeated)} repeat values)" if repeated else ""
+    if any(p.name == "_key" for p in profiles):
+        why = f"records keyed by id in a JSON object: null uses those keys{note}"
+    else:
+        why = f"no unique id-like column (id, uid, *_id){note}; {_NULL_MEANS['id']}"
+    return RoleProposal("id", None, why)
+
+
+def min_groups() -> int:
+    """Each group goes whole into one split, so there must be a group for every non-empty split."""
+    split = SplitConfig()
+    return sum(1 for frac in (split.train, split.validation, split.test) if frac > 0)
+
+
+def _group(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
+    pool = [
+        p
+        for p in profiles
+        if p.group_named
+        and p.name not in taken
+        and not p.is_float
+        and p.coverage >= _MIN_COVERAGE
+        and 1 < p.distinct < p.filled
+    ]
+    enough = [p for p in pool if p.distinct >= min_groups()]
+    if len(enough) == 1:
+        p = enough[0]
+        why = f"name {p.name!r}; {p.distinct:,} distinct values over {p.rows:,} rows, kept whole in one split"
+        return _pick("group", p, why)
+    if enough:
+        counts = ", ".join(f"{p.name} {p.distinct:,}" for p in enough)
+        return _ask(
+            "group", f"several grouping columns (distinct values: {counts}); {_NULL_MEANS['group']}", enough
+        )
+    few = [f"{p.name!r} has only {p.distinct} values" for p in pool]
+    note = f" ({'; '.join(few)}, a split needs {min_groups()})" if few else ""
+    why = f"no repeated-value column like doc, group, source{note}; {_NULL_MEANS['group']}"
+    return RoleProposal("group", None, why)
+
+
+def propose_columns(frame: pd.DataFrame) -> ColumnProposal:
+    """Propose data.id/text/summary/group_column for a raw table, from names and contents."""
+    if frame.empty:
+        raise DataError("the data file has no rows; steep init needs some examples to map its columns")
+    profiles = [profile_column(str(name), frame[name]) for name in frame.columns]
+    text, summary = _text_and_summary(profiles)
+    taken = {c for c in (text.column, summary.column) if c}
+    ident = _id(profiles, taken)
+    group = _group(profiles, taken | {ident.column or ""})
+    return ColumnProposal(
+        rows=len(frame),
+        columns=tuple(p.name for p in profiles),
+        roles=(ident, text, summary, group),
+    )
+
+
+# ------------------------------------------------------------------------------------- YAML rendering
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The allowed values of a Literal (or Literal | None) field, for the comment."""
+    if typing.get_origin(annotation) is Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    args = typing.get_args(annotation)
+    literals = [a for a in args if typing.get_origin(a) is Literal]
+    if literals and all(a is type(None) or a in literals for a in args):
+        return [str(v) for lit in literals for v in typing.get_args(lit)]
+    return []
+
+
+def yaml_value(value: Any) -> str:
+    """One value as it appears after `key: ` (flow style for lists and mappings, quoted where needed)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True, sort_keys=False)
+    return text.strip().removesuffix("\n...").strip()
+
+
+def _comment_block(text: str, pad: str) -> list[str]:
+    width = max(LINE_WIDTH - len(pad) - 2, 40)
+    return [f"{pad}# {line}" for line in textwrap.wrap(text, width, break_on_hyphens=False)]
+
+
+@dataclass
+class _Line:
+    pad: str
+    text: str  # "key: value", or "key:" for a section
+    comment: str = ""
+    above: list[str] = field(default_factory=list)
+    section: bool = False
+    parent: str = ""
+
+
+def model_paths(model: type[BaseModel] = SteepConfig, prefix: str = "") -> list[str]:
+    """Every leaf key of the model as section.key (nested sections walked)."""
+    paths = []
+    for name, info in model.model_fields.items():
+        sub = _section_type(info.annotation)
+        paths += model_paths(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"]
+    return paths
+
+
+def render_config(
+    values: Mapping[str, Any] | None = None,
+    *,
+    notes: Mapping[str, str] | None = None,
+    above: Mapping[str, str] | None = None,
+    questions: Mapping[str, str] | None = None,
+) -> str:
+    """steep.yaml text for the defaults of SteepConfig, with `values` (section.key -> value) put in.
+
+    notes replace a key's trailing comment (else its Field description, plus the allowed values of a Literal);
+    above adds a comment block over a key; questions add a `# QUESTION: ...` line over a key.
+    """
+    values, notes, above, questions = values or {}, notes or {}, above or {}, questions or {}
+    known = set(model_paths())
+    unknown = sorted((set(values) | set(notes) | set(above) | set(questions)) - known)
+    if unknown:
+        raise ValueError(f"not keys of SteepConfig: {', '.join(unknown)}")
+    lines: list[_Line] = []
+
+    def walk(model: type[BaseModel], defaults: dict[str, Any], prefix: str, depth: int) -> None:
+        pad = "  " * depth
+        for name, info in model.model_fields.items():
+            path = f"{prefix}{name}"
+            sub = _section_type(info.annotation)
+            if sub is not None:
+                lines.append(_Line(pad, f"{name}:", info.description or "", section=True, parent=prefix))
+                walk(sub, defaults[name], f"{path}.", depth + 1)
+                continue
+            value = values.get(path, defaults[name])
+            comment = notes.get(path)
+            if comment is None:
+                choices = " | ".join(_choices(info.annotation))
+                desc = info.description or ""
+                comment = f"{choices}: {desc}" if choices and desc else choices or desc
+            block = _comment_block(above[path], pad) if path in above else []
+            if path in questions:
+                block += _comment_block(f"QUESTION: {questions[path]}", pad)
+            lines.append(_Line(pad, f"{name}: {yaml_value(value)}", comment, block, parent=prefix))
+
+    walk(SteepConfig, SteepConfig().model_dump(mode="json"), "", 0)
+    return HEADER + _format(lines)
+
+
+def _format(lines: list[_Line]) -> str:
+    """Trailing comments aligned per section; a comment too long for its line goes above the key."""
+    widths: dict[str, int] = {}
+    for ln in lines:
+        width = len(ln.pad + ln.text)
+        if not ln.section and width <= _MAX_ALIGN:
+            widths[ln.parent] = max(widths.get(ln.parent, 0), width)
+    out: list[str] = []
+    for ln in lines:
+        if ln.section and not ln.pad:
+            out.append("")
+        out.extend(ln.above)
+        body = ln.pad + ln.text
+        col = widths.get(ln.parent, 0) + 2
+        inline = f"{body.ljust(col) if len(body) < col else body + '  '}# {ln.comment}"
+        if not ln.comment:
+            out.append(body)
+        elif len(inline) <= LINE_WIDTH:
+            out.append(inline)
+        else:
+            out.extend(_comment_block(ln.comment, ln.pad))
+            out.append(body)
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------- project
+def slug(text: str) -> str:
+    """A folder name as a project name: lowercase ASCII, digits and hyphens, starting with a letter."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    out = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower())
+    out = re.sub(r"^[^a-z]+", "", out)
+    return out[:40].strip("-")
+
+
+def _name_rule() -> str:
+    pattern = ProjectConfig.model_json_schema()["properties"]["name"].get("pattern", "")
+    return (
+        "3-40 characters: lowercase letters, digits and hyphens, starting with a letter and ending with a "
+        f"letter or digit (pattern {pattern})"
+    )
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        ProjectConfig(name=name)
+    except ValidationError:
+        return False
+    return True
+
+
+def choose_name(directory: Path, name: str | None) -> tuple[str, str | None]:
+    """project.name: --name as given (checked), else a slug of the folder name, else a fallback and a note."""
+    if name is not None:
+        if not _valid_name(name):
+            raise ConfigError(f"--name {name!r}: a project name must be {_name_rule()}")
+        return name, None
+    folder = directory.resolve().name
+    candidate = slug(folder)
+    if _valid_name(candidate):
+        return candidate, None
+    note = (
+        f"project.name is {FALLBACK_NAME!r}: the folder name {folder!r} does not make a valid one "
+        f"({_name_rule()}); change it in steep.yaml or pass --name"
+    )
+    return FALLBACK_NAME, note
+
+
+def read_data(path: Path) -> pd.DataFrame:
+    """The data file read exactly as `steep run` reads it, so init sees the same columns."""
+    if not path.exists():
+        raise DataError(f"--data {path}: no such file. Point --data at a JSONL, JSON, CSV or Parquet file.")
+    if path.is_dir():
+        raise DataError(f"--data {path} is a folder; point it at one JSONL, JSON, CSV or Parquet file")
+    return read_table(path, detect_format(path, "auto"))
+
+
+def source_for(data: Path, directory: Path) -> str:
+    """data.source: relative to the project folder when the file lies inside it (load_config anchors it
+    there), so the project can move as a whole; absolute otherwise."""
+    resolved, home = data.resolve(), directory.resolve()
+    try:
+        return resolved.relative_to(home).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def ensure_gitignore(directory: Path) -> str:
+    """Keep steep's state folder out of git: 'created', 'added' or 'unchanged'."""
+    path = directory / ".gitignore"
+    if not path.exists():
+        path.write_text(f"{GITIGNORE_LINE}\n", encoding="utf-8")
+        return "created"
+    text = path.read_text(encoding="utf-8")
+    present = {line.strip().strip("/") for line in text.splitlines()}
+    if GITIGNORE_LINE.strip("/") in present:
+        return "unchanged"
+    sep = "" if not text or text.endswith("\n") else "\n"
+    path.write_text(f"{text}{sep}{GITIGNORE_LINE}\n", encoding="utf-8")
+    return "added"
+
+
+_SOURCE_HINT = (
+    "Point data.source at your data: a local JSONL, JSON, CSV or Parquet file (or an http(s) URL), set "
+    "sha256: null for a local file, and map its columns below. `steep init --data FILE` proposes the "
+    "mapping. The default is the public legal summarization set (Manor & Li 2019)."
+)
+
+
+def project_config(name: str, source: str | None, proposal: ColumnProposal | None) -> str:
+    """The steep.yaml text for a new project: defaults, the name, and the data mapping when there is data."""
+    values: dict[str, Any] = {"project.name": name}
+    notes: dict[str, str] = {}
+    questions: dict[str, str] = {}
+    above = {"data.source": _SOURCE_HINT}
+    if source is not None:
+        values |= {"data.source": source, "data.format": "auto", "data.sha256": None}
+        where = "" if Path(source).is_absolute() else " (relative to this file's folder)"
+        above = {"data.source": f"read by `steep init`{where}; check the column mapping it proposed below"}
+        notes["data.sha256"] = "a local file needs no checksum"
+    if proposal is not None:
+        values |= proposal.settings()
+        for r in proposal.roles:
+            if r.question is None:
+                notes[r.key] = r.why
+                continue
+            questions[r.key] = r.question_line()
+            above[r.key] = f"({r.why})"
+            notes[r.key] = (
+                "answer the QUESTION above; steep stops with an error while this is null"
+                if r.required
+                else _NULL_MEANS[r.role]
+            )
+    return render_config(values, notes=notes, above=above, questions=questions)
+
+
+@dataclass(frozen=True)
+class InitResult:
+    config: Path
+    gitignore: str
+    name: str
+    name_note: str | None
+    source: str | None
+    proposal: ColumnProposal | None
+
+
+def write_project(
+    directory: Path, *, data: Path | None = None, force: bool = False, name: str | None = None
+) -> InitResult:
+    """Write DIR/steep.yaml and the .gitignore line; nothing else. Everything is checked before writing."""
+    directory = Path(directory)
+    config = directory / DEFAULT_CONFIG_FILE
+    if config.exists() and not force:
+        raise SteepError(f"{config} already exists; pass --force to overwrite it")
+    if directory.exists() and not directory.is_dir():
+        raise SteepError(f"{directory} is a file, not a folder; give init a folder for the project")
+    project_name, note = choose_name(directory, name)
+    proposal = source = None
+    if data is not None:
+        proposal = propose_columns(read_data(Path(data)))
+        source = source_for(Path(data), directory)
+    text = project_config(project_name, source, proposal)
+    directory.mkdir(parents=True, exist_ok=True)
+    config.write_text(text, encoding="utf-8")
+    return InitResult(config, ensure_gitignore(directory), project_name, note, source, proposal)
