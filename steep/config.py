@@ -61,9 +61,24 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- sections
+PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+PROJECT_NAME_RULE = (
+    "3-40 characters: lowercase letters, digits and hyphens, starting with a letter and ending with a "
+    "letter or digit, e.g. acme-contracts (it names the registered model, the bento and the stack)"
+)
+
+
+def _check_project_name(value: str) -> str:
+    if not PROJECT_NAME.fullmatch(value):
+        raise ValueError(f"a project name must be {PROJECT_NAME_RULE}")
+    return value
+
+
 class ProjectConfig(Section):
-    name: str = Field(
-        "steep", pattern=r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$", description="names the stack, runs and models"
+    name: Annotated[str, AfterValidator(_check_project_name)] = Field(
+        "steep",
+        description="names the stack, runs and models",
+        json_schema_extra={"pattern": PROJECT_NAME.pattern},
     )
     home: str = Field(
         ".steep", description="where steep keeps state: caches, tracking db, checkpoints, stack.json"

@@ -126,7 +126,8 @@ def resolve_source(cfg: SteepConfig) -> Path:
         path = Path(source).expanduser()
         if not path.exists():
             raise DataError(
-                f"data.source: {source}: no such file. Point data.source at an existing file or URL."
+                f"data.source: {source}: no such file (a relative path is read from the folder of "
+                f"steep.yaml, {cfg.root}). Point data.source at an existing file or URL."
             )
         if path.is_dir():
             raise DataError(

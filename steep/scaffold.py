@@ -21,9 +21,16 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from steep.config import DEFAULT_CONFIG_FILE, ConfigError, ProjectConfig, SplitConfig, SteepConfig
+from steep.config import (
+    DEFAULT_CONFIG_FILE,
+    PROJECT_NAME,
+    PROJECT_NAME_RULE,
+    ConfigError,
+    SplitConfig,
+    SteepConfig,
+)
 from steep.data import DataError, detect_format, read_table
 from steep.errors import SteepError
 
@@ -62,6 +69,7 @@ _SUMMARY_NAMES = {
     "summary", "reference_summary", "summary_text", "abstract", "highlights", "tldr", "target",
     "target_text", "tgt", "gist", "reference", "output", "synopsis",
 }  # fmt: skip
+_LABEL_CHARS = 64  # longer strings read as prose or titles, not as ids or document keys
 _ID_NAMES = {"id", "uid", "uuid", "guid"}  # first choice; then key, idx, *_id
 _ID_NAMES_2 = {"key", "idx", "row_id", "record_id", "example_id", "sample_id"}
 _GROUP_NAMES = {
@@ -129,9 +137,19 @@ class ColumnProfile:
             return None
         if self.norm in _ID_NAMES:
             return 1
-        if self.norm in _ID_NAMES_2 or self.norm.endswith("_id") or self.norm.endswith("_uid"):
+        if self.norm in _ID_NAMES_2 or self.norm.endswith(("_id", "_uid", "_ref", "_key")):
             return 2
         return None
+
+    @property
+    def label_like(self) -> bool:
+        """Short values that name something (an id, a document key), not prose or measurements."""
+        return (
+            not self.free_text
+            and not self.is_float
+            and self.coverage >= _MIN_COVERAGE
+            and (not self.is_text or self.mean_chars <= _LABEL_CHARS)
+        )
 
     @property
     def group_named(self) -> bool:
@@ -312,6 +330,14 @@ def _id(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
         return _pick("id", best[0], why)
     if best:
         return _ask("id", f"several unique id-like columns; {_NULL_MEANS['id']}", best)
+    by_content = [
+        p for p in profiles if p.name not in taken and p.unique and p.label_like and p.name != "_key"
+    ]
+    if len(by_content) == 1:
+        p = by_content[0]
+        return _pick("id", p, f"all {p.rows:,} values unique and short, as ids are")
+    if by_content:
+        return _ask("id", f"several columns with unique short values; {_NULL_MEANS['id']}", by_content)
     repeated = [p.name for p in named if not p.unique]
     note = f" ({', '.join(repeated)} repeat values)" if repeated else ""
     if any(p.name == "_key" for p in profiles):
@@ -347,6 +373,25 @@ def _group(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
         return _ask(
             "group", f"several grouping columns (distinct values: {counts}); {_NULL_MEANS['group']}", enough
         )
+    by_content = [
+        p
+        for p in profiles
+        if p.name not in taken
+        and p.label_like
+        and p.id_tier is None  # a repeating `id` is a broken id, not a document key
+        and not p.group_named
+        and min_groups() <= p.distinct < p.filled
+    ]
+    if len(by_content) == 1:
+        p = by_content[0]
+        why = (
+            f"short values repeated over rows ({p.distinct:,} distinct over {p.rows:,}), as a document key; "
+            "each value is kept whole in one split"
+        )
+        return _pick("group", p, why)
+    if by_content:
+        counts = ", ".join(f"{p.name} {p.distinct:,}" for p in by_content)
+        return _ask("group", f"several repeated-value columns ({counts}); {_NULL_MEANS['group']}", by_content)
     few = [f"{p.name!r} has only {p.distinct} values" for p in pool]
     note = f" ({'; '.join(few)}, a split needs {min_groups()})" if few else ""
     why = f"no repeated-value column like doc, group, source{note}; {_NULL_MEANS['group']}"
@@ -494,27 +539,15 @@ def slug(text: str) -> str:
     return out[:40].strip("-")
 
 
-def _name_rule() -> str:
-    pattern = ProjectConfig.model_json_schema()["properties"]["name"].get("pattern", "")
-    return (
-        "3-40 characters: lowercase letters, digits and hyphens, starting with a letter and ending with a "
-        f"letter or digit (pattern {pattern})"
-    )
-
-
 def _valid_name(name: str) -> bool:
-    try:
-        ProjectConfig(name=name)
-    except ValidationError:
-        return False
-    return True
+    return bool(PROJECT_NAME.fullmatch(name))
 
 
 def choose_name(directory: Path, name: str | None) -> tuple[str, str | None]:
     """project.name: --name as given (checked), else a slug of the folder name, else a fallback and a note."""
     if name is not None:
         if not _valid_name(name):
-            raise ConfigError(f"--name {name!r}: a project name must be {_name_rule()}")
+            raise ConfigError(f"--name {name!r}: a project name must be {PROJECT_NAME_RULE}")
         return name, None
     folder = directory.resolve().name
     candidate = slug(folder)
@@ -522,7 +555,7 @@ def choose_name(directory: Path, name: str | None) -> tuple[str, str | None]:
         return candidate, None
     note = (
         f"project.name is {FALLBACK_NAME!r}: the folder name {folder!r} does not make a valid one "
-        f"({_name_rule()}); change it in steep.yaml or pass --name"
+        f"({PROJECT_NAME_RULE}); change it in steep.yaml or pass --name"
     )
     return FALLBACK_NAME, note
 

@@ -112,3 +112,49 @@ def test_data_seed_if_present(tmp_path):
 def test_unknown_command_is_a_usage_error():
     result = steep("nonsense")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+# -------------------------------------------------------------------------------------------- a user's folder
+def test_no_config_in_the_folder_says_steep_init(tmp_path):
+    assert_user_error(steep("run", cwd=tmp_path), f"no steep.yaml in {tmp_path}", "steep init")
+
+
+def test_commands_find_the_project_from_a_subfolder(tmp_path):
+    (tmp_path / "steep.yaml").write_text(
+        "project: {name: acme-contracts}\ndata: {source: data/clauses.csv}\n"
+    )
+    below = tmp_path / "notebooks" / "scratch"
+    below.mkdir(parents=True)
+    shown = steep("config", "show", cwd=below)
+    assert shown.returncode == 0, shown.stderr
+    resolved = shown.stdout
+    assert (
+        f"home: {tmp_path / '.steep'}" in resolved
+        and f"source: {tmp_path / 'data' / 'clauses.csv'}" in resolved
+    )
+
+
+def test_a_relative_data_path_that_does_not_exist(tmp_path):
+    (tmp_path / "steep.yaml").write_text("data: {source: data/clauses.csv, sha256: null}\n")
+    (tmp_path / "sub").mkdir()
+    assert_user_error(
+        steep("validate", cwd=tmp_path / "sub"),
+        f"{tmp_path / 'data' / 'clauses.csv'}: no such file",
+        f"read from the folder of steep.yaml, {tmp_path}",
+    )
+
+
+def test_a_project_name_that_cannot_name_a_model(tmp_path):
+    (tmp_path / "steep.yaml").write_text("project: {name: Acme_Contracts}\n")
+    assert_user_error(
+        steep("config", "validate", cwd=tmp_path),
+        "project.name: a project name must be 3-40 characters: lowercase letters",
+        "got 'Acme_Contracts'",
+    )
+
+
+def test_error_text_is_printed_as_written_not_as_markup(tmp_path):
+    """Rich would eat `[a-z]` or `[/]` in a message as markup."""
+    (tmp_path / "steep.yaml").write_text("training:\n  '[bold]epochs': 2\n")
+    result = steep("config", "validate", cwd=tmp_path)
+    assert result.returncode == 2 and "training.[bold]epochs: unknown key" in result.stderr, result.stderr

@@ -84,6 +84,20 @@ def test_a_passing_gate_moves_the_champion_and_packages_it(base, registry):
     assert any(e.name.startswith("champion v") for e in outcome.evaluations)
 
 
+def test_a_failed_build_keeps_the_promotion_and_says_how_to_retry(base, registry, tmp_path, monkeypatch):
+    """Packaging comes after promotion: a real `bentoml build` failure (its store is a file) is a warning."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("BENTOML_HOME", str(blocked))
+    outcome = run(make_config(base, serving={"build_on_promote": True}))
+    assert outcome.promoted and champion_of(registry) == outcome.version
+    package = outcome.package
+    assert package.bento is None and "bentoml build failed" in package.error
+    assert package.retry == f"steep package --version {outcome.version}"
+    tags = registry.version(outcome.version).tags
+    assert "steep.bento" not in tags and "bentoml build failed" in tags["steep.bento_error"]
+
+
 def test_failed_validation_moves_nothing(base, registry):
     from flows.finetune import ValidationFailed
 

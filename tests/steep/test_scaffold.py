@@ -397,7 +397,7 @@ def test_project_name_from_folder_fallback_and_checked_override(tmp_path):
     name, note = choose_name(tmp_path / "42", None)
     assert name == FALLBACK_NAME and "'42'" in note and "--name" in note
     assert choose_name(tmp_path, "legal-bot") == ("legal-bot", None)
-    with pytest.raises(ConfigError, match=re.escape("^[a-z][a-z0-9-]{1,38}[a-z0-9]$")) as err:
+    with pytest.raises(ConfigError, match="a project name must be 3-40 characters: lowercase letters") as err:
         choose_name(tmp_path, "Legal_Bot")
     assert "--name 'Legal_Bot'" in str(err.value) and err.value.exit_code == 2
 
@@ -419,3 +419,24 @@ def test_unreadable_data_is_the_readers_error_and_nothing_is_written(tmp_path, n
     with pytest.raises(DataError, match=fragment):
         write_project(project, data=data)
     assert not project.exists()
+
+
+def test_id_and_group_found_by_contents_when_names_do_not_say():
+    """`clause_ref` is unique and short (an id); `agreement` repeats short values (a document key)."""
+    rng = random.Random(3)
+    frame = pd.DataFrame(
+        {
+            "n": list(range(40)),
+            "agreement": [f"agreement {i // 4}" for i in range(40)],
+            "clause_text": [prose(rng, 40, 60) for _ in range(40)],
+            "plain_summary": [prose(rng, 5, 8) for _ in range(40)],
+        }
+    )
+    proposal = propose_columns(frame)
+    assert proposal.role("id").column == "n" and "unique" in proposal.role("id").why
+    assert (
+        proposal.role("group").column == "agreement" and "10 distinct over 40" in proposal.role("group").why
+    )
+    both = frame.assign(batch=[f"b{i % 5}" for i in range(40)])  # two repeated-value columns: ask
+    group = propose_columns(both).role("group")
+    assert group.column is None and set(group.candidates) == {"agreement", "batch"}
