@@ -23,6 +23,7 @@ from steep import deploy
 from steep.config import SteepConfig, parse_duration
 from steep.drift import DriftReport, Reference, Sample, champion_reference, compare, drift_plot
 from steep.inference_log import InferenceLog
+from steep.quiet import quiet_third_parties
 from steep.registry import model_name
 
 
@@ -172,6 +173,7 @@ def drift_check_flow(cfg: SteepConfig, emit: bool = True) -> DriftReport:
     from steep import tracking
     from steep.stack import current
 
+    quiet_third_parties()  # a worker on the stack runs this flow without steep's CLI start-up
     stack = current(cfg)
     tracking.setup(cfg, stack.mlflow_tracking_uri if stack else None)
     frame = window_task(cfg)

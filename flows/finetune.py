@@ -30,6 +30,7 @@ from steep.approval import VERSION_TAG, approve_command
 from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset, split_dataset
 from steep.errors import SteepError
+from steep.quiet import quiet_third_parties
 from steep.registry import CHAMPION, GateDecision, Registry, gate, model_name
 from steep.validation import ValidationReport, validate_frame
 
@@ -310,6 +311,7 @@ def finetune_flow(
     from steep import tracking
     from steep.stack import current
 
+    quiet_third_parties()  # a worker on the stack runs this flow without steep's CLI start-up
     log = get_run_logger()
     stack = current(cfg)
     tracking_uri = stack.mlflow_tracking_uri if stack else None

@@ -30,6 +30,7 @@ from torch import nn
 
 from steep import models
 from steep.config import SteepConfig
+from steep.quiet import quiet_third_parties
 
 STATE_FILE = "state.json"
 TRAINABLE_FILE = "trainable.pt"
@@ -282,6 +283,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker (or the in-process loop when workers=0)."""
+    quiet_third_parties()  # a Ray worker is a process of its own: steep's CLI start-up never ran in it
     import ray.train
     import ray.train.torch
 

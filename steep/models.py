@@ -6,6 +6,8 @@ prompts the same way and generate the same way (``Summarizer.summarize`` is the 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -19,6 +21,8 @@ from steep.config import ModelConfig, SteepConfig, TrainingConfig
 from steep.errors import SteepError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -87,6 +91,7 @@ def _from_hub(repo_id: str) -> Path:
         raise ModelError(
             f"model.source: {repo_id!r} is not in the local Hugging Face cache. {_offline_options()}"
         )
+    print(f"downloading {repo_id} from the Hugging Face Hub (once: it is cached for later runs)", flush=True)
     try:
         return Path(snapshot_download(repo_id, etag_timeout=10))
     except Exception as exc:
@@ -119,10 +124,15 @@ def _convert_smollm2(dest: Path) -> Path:
 
     gguf = _smollm2_gguf()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"converting {OFFLINE_DEFAULT} from {gguf.name} to a safetensors folder (once, ~20 s): {dest}",
+        flush=True,
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _no_gguf_bar():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -135,6 +145,27 @@ def _convert_smollm2(dest: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+@contextlib.contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """Without transformers' "Converting and de-quantizing GGUF tensors" bar (steep prints one line instead).
+
+    transformers draws that bar with tqdm directly, so HF_HUB_DISABLE_PROGRESS_BARS (set by steep.quiet) does
+    not reach it; this turns off that one bar for the duration of the call, and nothing else.
+    """
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or not are_progress_bars_disabled():  # none here, or the user wants the bars back
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 # --------------------------------------------------------------------------------------------- load

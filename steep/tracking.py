@@ -29,6 +29,7 @@ from steep.config import SteepConfig
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 MODEL_ARTIFACT = "model"
+MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))  # the file that sets SummarizerPyfunc
 
 
 def default_tracking_uri(cfg: SteepConfig) -> str:
@@ -160,7 +161,13 @@ class SummarizerPyfunc(mlflow.pyfunc.PythonModel):
         else:
             self.summarizer = load_for_inference(artifacts["model"])
 
-    def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints as a schema
+    # Hinted pd.DataFrame: MLflow infers no schema from it (the signature stays the one log_summarizer
+    # gives), validates nothing against it and passes the input through as it did without hints. Through a
+    # loaded pyfunc the input is always a DataFrame (MLflow enforces the signature first); a direct call
+    # may still pass a list or a string (texts_of takes all three).
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> list[str]:
         params = params or {}
         texts = texts_of(model_input)
         return self.summarizer.summarize(
@@ -225,7 +232,7 @@ def log_summarizer(
             staged[key] = str(Path(tmp) / key)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=SummarizerPyfunc(),
+            python_model=MODEL_CODE,  # models-from-code: the class by its import path, nothing pickled
             artifacts=staged,
             code_paths=[str(Path(steep.__file__).parent)],
             pip_requirements=_requirements(),

@@ -11,6 +11,9 @@ from pathlib import Path
 import bentoml
 
 from steep import serving
+from steep.quiet import quiet_third_parties
+
+quiet_third_parties()  # the server is a process of its own, started by bentoml, not by steep's CLI
 
 CONFIG = serving.service_config(arguments=vars(bentoml.use_arguments()))
 LIMITS = CONFIG.serving

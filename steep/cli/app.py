@@ -5,13 +5,13 @@ Every user error is a SteepError: printed as one clear message, exit code 2, nev
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from steep.config import SteepConfig, find_config, load_config
 from steep.errors import SteepError
@@ -66,18 +66,10 @@ def load(config: Path | None, sets: list[str] | None) -> SteepConfig:
 
 
 def quiet_third_parties() -> None:
-    """Keep the libraries steep drives from phoning home or writing to the user's home folder."""
-    for key, value in {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "BENTOML_DO_NOT_TRACK": "true",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "GX_ANALYTICS_ENABLED": "false",
-    }.items():
-        os.environ.setdefault(key, value)
+    """No telemetry, no files in the user's home, no third-party noise: steep.quiet (kept for callers)."""
+    from steep.quiet import quiet_third_parties as quiet
+
+    quiet()
 
 
 def main() -> None:
@@ -86,5 +78,5 @@ def main() -> None:
     try:
         app()
     except SteepError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # [a-z] is not markup
         sys.exit(exc.exit_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -25,6 +26,13 @@ def open_registry(cfg: SteepConfig) -> Registry:
     stack = current(cfg)
     tracking.setup(cfg, stack.mlflow_tracking_uri if stack else None)
     return Registry(model_name(cfg))
+
+
+def local_time(epoch_ms: int | None) -> str:
+    """MLflow's creation timestamp (epoch milliseconds) as a local date and time: 2026-11-30 08:26."""
+    if epoch_ms is None:
+        return ""
+    return datetime.fromtimestamp(epoch_ms / 1000).strftime("%Y-%m-%d %H:%M")
 
 
 @models_app.command("list")
@@ -52,7 +60,7 @@ def list_versions(config: ConfigOpt = None, sets: SetOpt = None) -> None:
             if "steep.gate_passed" in v.tags
             else ""
         )
-        created = str(v.creation_timestamp)
+        created = local_time(v.creation_timestamp)
         table.add_row(str(v.version), ", ".join(aliases), rouge, gate, (v.run_id or "")[:12], created)
     console.print(table)
 

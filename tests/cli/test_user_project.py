@@ -116,7 +116,7 @@ def configure(path: Path, ports: list[int]) -> None:
     cfg = yaml.safe_load(path.read_text())
     cfg["model"].update(source="./models/tiny", instruction=INSTRUCTION, max_source_tokens=24,
                         max_target_tokens=6)  # fmt: skip
-    cfg["training"].update(workers=0, method="full", epochs=3, batch_size=8, learning_rate=3e-3,
+    cfg["training"].update(workers=0, method="full", epochs=10, batch_size=8, learning_rate=1e-2,
                            warmup_ratio=0.0)  # fmt: skip
     cfg["validation"].update(min_rows=20, summary_min_words=1)
     cfg["evaluation"].update(max_new_tokens=4, max_regression=1.0)

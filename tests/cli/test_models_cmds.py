@@ -1,0 +1,101 @@
+"""`steep models list | promote | rollback` on an embedded (sqlite) registry under a temp project.home."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+import steep.cli  # registers every command on the app
+from steep import tracking
+from steep.cli.app import app, console
+from steep.config import load_config
+from steep.registry import CHALLENGER, CHAMPION, Registry, RegistryError, model_name
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A steep.yaml whose project.home is in tmp: the registry is the sqlite file there."""
+    config = tmp_path / "steep.yaml"
+    config.write_text(f"project:\n  name: models-cli\n  home: {tmp_path / 'home'}\n")
+    monkeypatch.setattr(console, "width", 200)  # one table row per version, whatever the terminal
+    yield config
+    mlflow.set_tracking_uri(None)
+
+
+def registry_with_versions(config: Path, n: int) -> Registry:
+    """n versions of the project's model, each from its own run (as `steep run` registers them)."""
+    cfg = load_config(config)
+    experiment = tracking.setup(cfg)
+    registry = Registry(model_name(cfg))
+    for i in range(1, n + 1):
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_text(f"model {i}", "model/weights.txt")
+        registry.register(
+            f"runs:/{run.info.run_id}/model",
+            run.info.run_id,
+            {"steep.eval.challenger": {"rougeL": 0.2 + i / 100}, "steep.gate_passed": i % 2 == 1},
+        )
+    return registry
+
+
+def steep(config: Path, *args: str):
+    return runner.invoke(app, ["models", *args, "--config", str(config)])
+
+
+def test_list_without_versions_says_how_to_get_one(project):
+    result = steep(project, "list")
+    assert result.exit_code == 0, result.output
+    assert "no versions of models-cli-summarizer yet" in result.output
+
+
+def test_list_shows_versions_aliases_scores_and_local_dates(project):
+    registry = registry_with_versions(project, 2)
+    registry.promote("1", "first")
+    result = steep(project, "list")
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 2}
+    assert set(rows) == {"1", "2"}  # (the header row is drawn with ┃)
+    assert CHAMPION in rows["1"] and CHALLENGER in rows["2"]
+    assert "21.00" in rows["1"] and "pass" in rows["1"]
+    assert "22.00" in rows["2"] and "fail" in rows["2"]
+    for version in registry.versions():
+        local = datetime.fromtimestamp(version.creation_timestamp / 1000).strftime("%Y-%m-%d %H:%M")
+        assert local in rows[str(version.version)]
+        assert version.run_id[:12] in rows[str(version.version)]
+    assert not re.search(r"\d{13}", result.output)  # no epoch milliseconds
+
+
+def test_promote_makes_a_version_champion(project):
+    registry = registry_with_versions(project, 2)
+    result = steep(project, "promote", "2", "--reason", "better on the new clauses")
+    assert result.exit_code == 0, result.output
+    assert "champion is now models-cli-summarizer v2" in result.output
+    assert str(registry.alias(CHAMPION).version) == "2"
+    assert registry.version("2").tags["steep.promotion_reason"] == "better on the new clauses"
+
+
+def test_promote_an_unknown_version_is_a_user_error(project):
+    registry_with_versions(project, 1)
+    result = steep(project, "promote", "7")
+    assert isinstance(result.exception, RegistryError)  # main() prints it as one line, exit code 2
+    assert "has no version 7" in str(result.exception)
+
+
+def test_rollback_moves_the_champion_back_then_runs_out(project):
+    registry = registry_with_versions(project, 2)
+    assert steep(project, "promote", "1").exit_code == 0
+    assert steep(project, "promote", "2").exit_code == 0
+    result = steep(project, "rollback")
+    assert result.exit_code == 0, result.output
+    assert "rolled back models-cli-summarizer: champion v2 -> v1" in result.output
+    assert str(registry.alias(CHAMPION).version) == "1"
+    again = steep(project, "rollback")
+    assert isinstance(again.exception, RegistryError)
+    assert "nothing to roll back to" in str(again.exception)
