@@ -20,6 +20,7 @@ import yaml
 
 from steep.stack import daemons
 from tests.conftest_train import INSTRUCTION, tiny_causal, toy_frame
+from tests.steep.test_quiet import NOISE
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +155,7 @@ def test_a_user_project_from_init_to_destroy(venv, project):
     out = steep.ok("run")
     assert "version 1: promoted to champion" in out, out[-4000:]
     assert f"{MODEL}:v1" in out  # the bento carries the user's project name
+    assert [n for n in [*NOISE, "temporary server", "UserWarning"] if n in out] == [], out  # steep only
     assert (home / "bentoml" / "bentos" / MODEL / "v1" / "bento.yaml").is_file()
     assert not (project / "notes" / ".steep").exists()
 
