@@ -25,6 +25,7 @@ from steep.drift import DriftReport, Reference, Sample, champion_reference, comp
 from steep.inference_log import InferenceLog
 from steep.quiet import quiet_third_parties
 from steep.registry import model_name
+from steep.runtime import Runtime
 
 
 # --------------------------------------------------------------------------------------------- tasks
@@ -170,12 +171,8 @@ def drift_check_flow(cfg: SteepConfig, emit: bool = True) -> DriftReport:
     """One drift check; `emit=False` decides and reports without ever starting a retrain."""
     from prefect.runtime import flow_run
 
-    from steep import tracking
-    from steep.stack import current
-
     quiet_third_parties()  # a worker on the stack runs this flow without steep's CLI start-up
-    stack = current(cfg)
-    tracking.setup(cfg, stack.mlflow_tracking_uri if stack else None)
+    Runtime.of(cfg).setup_tracking()
     frame = window_task(cfg)
     window = Sample.from_log(frame) if len(frame) else Sample([], [])
     reference, failing = None, 0.0

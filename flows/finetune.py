@@ -31,7 +31,8 @@ from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset, split_dataset
 from steep.errors import SteepError
 from steep.quiet import quiet_third_parties
-from steep.registry import CHAMPION, GateDecision, Registry, gate, model_name
+from steep.registry import CHAMPION, GateDecision, Registry, gate
+from steep.runtime import Runtime
 from steep.validation import ValidationReport, validate_frame
 
 
@@ -308,15 +309,11 @@ def _has_ui() -> bool:
 def finetune_flow(
     cfg: SteepConfig, reason: str = "manual", trigger: dict[str, Any] | None = None
 ) -> RunOutcome:
-    from steep import tracking
-    from steep.stack import current
-
     quiet_third_parties()  # a worker on the stack runs this flow without steep's CLI start-up
     log = get_run_logger()
-    stack = current(cfg)
-    tracking_uri = stack.mlflow_tracking_uri if stack else None
-    tracking.setup(cfg, tracking_uri)
-    registry = Registry(model_name(cfg))
+    runtime = Runtime.of(cfg)
+    registry = runtime.registry()
+    tracking_uri = runtime.tracking_uri
 
     dataset = load_task(cfg)
     report = validate_task(cfg, dataset)
@@ -330,7 +327,7 @@ def finetune_flow(
     splits = split_task(cfg, report)
     outcome = RunOutcome(dataset=dataset, validation=report, splits=splits, tracking_uri=tracking_uri)
 
-    result = train_task(cfg, splits, tracking_uri, stack.ray_address if stack else None)
+    result = train_task(cfg, splits, tracking_uri, runtime.ray_address)
     outcome.run_id = result.run_id
     _tag_run(cfg, result.run_id, reason, trigger, report)
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from steep import quiet
 from steep.config import SteepConfig, parse_duration
 from steep.errors import SteepError
 from steep.registry import model_name
@@ -41,15 +40,6 @@ FINETUNE_FLOW = "steep-finetune"
 WORKER_SERVICE = "prefect-worker"
 PREFECT_YAML = "prefect.yaml"
 _PLACEHOLDER = re.compile(r"\{\{\s*steep\.([\w.]+)\s*\}\}")
-_QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
 
 class DeployError(SteepError):
@@ -138,7 +128,7 @@ def work_pool_for(cfg: SteepConfig, stack: Stack | None) -> tuple[str, str]:
 
 
 def job_variables(cfg: SteepConfig, stack: Stack | None, pool_type: str, project_dir: Path) -> dict[str, Any]:
-    env = dict(_QUIET_ENV)
+    env = dict(quiet.ENV)
     if pool_type == "process":
         # the worker runs flows where steep.yaml lives, so relative paths (project.home, data) mean the same
         return {"working_dir": str(project_dir), "env": env}
@@ -350,28 +340,18 @@ def worker_pid(cfg: SteepConfig) -> int | None:
 
 def start_worker(cfg: SteepConfig, api_url: str, pool: str, project_dir: Path, timeout: float = 60.0) -> int:
     """A process worker for the local stack, as a daemon that destroy sweeps (it carries the stack marker)."""
-    import psutil
-
     from steep.stack import daemons
 
     svc = _worker_service(cfg)
     running = daemons.read_pid(svc)
     if running is not None:
         return running.pid
-    for folder in (svc.run_dir, svc.log_file.parent, svc.home / "prefect-worker"):
-        folder.mkdir(parents=True, exist_ok=True)
+    (svc.home / "prefect-worker").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(_QUIET_ENV)
-    env.update({daemons.MARKER: str(svc.home), "STEEP_SERVICE": WORKER_SERVICE, "PYTHONUNBUFFERED": "1",
-                "PREFECT_API_URL": api_url, "PREFECT_HOME": str(svc.home / "prefect-worker"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})  # fmt: skip
+    env.update({**quiet.ENV, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(svc.home / "prefect-worker")})
     argv = [daemons.bin_path("prefect"), "worker", "start", "--pool", pool, "--type", "process",
             "--name", f"{cfg.project.name}-worker"]  # fmt: skip
-    with open(svc.log_file, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                cwd=project_dir, start_new_session=True)  # fmt: skip
-    info = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "ports": {}}
-    svc.pid_file.write_text(json.dumps(info))
+    proc = daemons.spawn(svc, argv, env, cwd=project_dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

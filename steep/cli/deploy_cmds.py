@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.runtime import Runtime
 
 
 @app.command("deploy")
@@ -31,13 +32,12 @@ def deploy_cmd(
 ) -> None:
     """Register the finetune, drift-check and teardown deployments; start a local worker."""
     from steep import deploy
-    from steep.cli.run_cmds import prefect_env
     from steep.stack import current
 
     cfg = load(config, sets)
     stack = current(cfg)
     if not dry_run:
-        prefect_env(cfg)  # before Prefect is imported: its settings are read once
+        Runtime.of(cfg).use_prefect()  # before Prefect is imported: its settings are read once
     plan = deploy.plan(cfg, stack, file, project_dir=cfg.root)
     if dry_run:
         typer.echo(plan.describe())

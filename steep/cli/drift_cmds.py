@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.runtime import Runtime
 
 drift_app = typer.Typer(
     help="Drift monitoring: check the inference window, simulate shifted traffic.", no_args_is_help=True
@@ -26,10 +27,8 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Compare the recent inference window with the champion's training data; log the report to MLflow."""
-    from steep.cli.run_cmds import prefect_env
-
     cfg = load(config, sets)
-    prefect_env(cfg)
+    Runtime.of(cfg).use_prefect()
     from flows.drift import drift_check_flow
 
     report = drift_check_flow(cfg, emit=emit)

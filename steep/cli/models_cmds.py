@@ -10,22 +10,13 @@ import typer
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.config import SteepConfig
-from steep.registry import CHALLENGER, CHAMPION, Registry, model_name
+from steep.registry import CHALLENGER, CHAMPION
+from steep.runtime import Runtime
 
 models_app = typer.Typer(
     help="The model registry: versions, champion, rollback, approvals.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
-
-
-def open_registry(cfg: SteepConfig) -> Registry:
-    from steep import tracking
-    from steep.stack import current
-
-    stack = current(cfg)
-    tracking.setup(cfg, stack.mlflow_tracking_uri if stack else None)
-    return Registry(model_name(cfg))
 
 
 def local_time(epoch_ms: int | None) -> str:
@@ -38,7 +29,7 @@ def local_time(epoch_ms: int | None) -> str:
 @models_app.command("list")
 def list_versions(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Every version with its aliases, gate result and scores."""
-    registry = open_registry(load(config, sets))
+    registry = Runtime.of(load(config, sets)).registry()
     versions = registry.versions()
     if not versions:
         console.print(f"no versions of {registry.name} yet: `steep run` registers one")
@@ -73,7 +64,7 @@ def promote(
     sets: SetOpt = None,
 ) -> None:
     """Make VERSION the champion (what `steep serve` answers with)."""
-    registry = open_registry(load(config, sets))
+    registry = Runtime.of(load(config, sets)).registry()
     registry.promote(version, reason)
     console.print(f"[green]champion[/] is now {registry.name} v{version}")
 
@@ -81,7 +72,7 @@ def promote(
 @models_app.command("rollback")
 def rollback(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Move the champion back to the version it replaced."""
-    registry = open_registry(load(config, sets))
+    registry = Runtime.of(load(config, sets)).registry()
     was, now = registry.rollback()
     console.print(f"[green]rolled back[/] {registry.name}: champion v{was} -> v{now}")
 
@@ -98,8 +89,6 @@ def approve(
     """Answer a run waiting for approval (evaluation.require_approval); the Prefect UI shows the same form."""
     from prefect.flow_runs import resume_flow_run
 
-    from steep.cli.run_cmds import prefect_env
-
-    prefect_env(load(config, sets))
+    Runtime.of(load(config, sets)).use_prefect()
     resume_flow_run(flow_run_id, run_input={"approve": not reject, "comment": comment, "reviewer": reviewer})
     console.print(f"{'rejected' if reject else 'approved'}: flow run {flow_run_id} resumes")

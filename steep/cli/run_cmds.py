@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.config import SteepConfig
-
-
-def prefect_env(cfg: SteepConfig) -> None:
-    """Prefect state under the steep home (not ~/.prefect); the stack's API when one is provisioned."""
-    from steep.stack import current
-
-    prefect_home = (cfg.home / "prefect").resolve()
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    stack = current(cfg)
-    if stack is not None:
-        os.environ.setdefault("PREFECT_API_URL", stack.prefect_api_url)
+from steep.runtime import Runtime
 
 
 @app.command("run")
 def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Run the pipeline: validate -> split -> train -> evaluate -> gate -> register -> promote -> package."""
     cfg = load(config, sets)
-    prefect_env(cfg)
+    Runtime.of(cfg).use_prefect()
     from flows.finetune import finetune_flow
 
     outcome = finetune_flow(cfg)

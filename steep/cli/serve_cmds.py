@@ -10,23 +10,16 @@ import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
 from steep.config import SteepConfig
-from steep.serving import ServingError, resolve_version, tracking_uri
+from steep.runtime import Runtime
+from steep.serving import ServingError, resolve_version
 from steep.serving.package import ModelRef
 
 CLOUD_TARGETS = ("aws", "gcp", "azure")
 
 
-def _registry(cfg: SteepConfig):
-    from steep import tracking
-    from steep.registry import Registry, model_name
-
-    tracking.setup(cfg, tracking_uri(cfg))
-    return Registry(model_name(cfg))
-
-
 def _model(cfg: SteepConfig, selector: str | None) -> ModelRef:
     """The model version a selector (alias or number, default serving.model_alias) names now."""
-    registry = _registry(cfg)
+    registry = Runtime.of(cfg).registry()
     number = resolve_version(registry, selector or cfg.serving.model_alias)
     mv = registry.version(number)
     return ModelRef(registry.name, str(mv.version), mv.run_id or "")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated
 
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.config import SteepConfig
+from steep.runtime import Runtime
 from steep.stack import core, health, lifecycle
 from steep.stack.terraform import TARGETS
 
@@ -17,16 +16,6 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confir
 UnlockOpt = Annotated[
     bool, typer.Option("--force-unlock", help="remove a stale lock left by a provision/destroy that died")
 ]
-
-
-def _prefect_env(cfg: SteepConfig) -> None:
-    """The teardown flow runs on Prefect's ephemeral API: the stack's own server is what it destroys."""
-    os.environ.setdefault("PREFECT_HOME", str(core.home_of(cfg) / "prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # busy machines are slow
-    stack = core.current(cfg)
-    if stack and os.environ.get("PREFECT_API_URL") == stack.prefect_api_url:
-        os.environ.pop("PREFECT_API_URL")
 
 
 @app.command()
@@ -77,7 +66,7 @@ def destroy(
         return
     if not yes and not typer.confirm(f"destroy the {', '.join(targets)} stack under {home}?", default=False):
         raise typer.Exit(1)
-    _prefect_env(cfg)
+    Runtime.of(cfg).use_prefect(stack_api=False)  # the teardown destroys the stack's own server
     from flows.teardown import teardown
 
     try:

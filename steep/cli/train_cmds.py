@@ -9,6 +9,7 @@ import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
 from steep.errors import SteepError
+from steep.runtime import Runtime
 
 
 @app.command("train")
@@ -25,7 +26,6 @@ def train_command(
 ) -> None:
     """Fine-tune the configured model on the validated training split (Ray Train; MLflow tracking)."""
     from steep.data import load_dataset, split_dataset
-    from steep.stack import core as stack
     from steep.training import train
     from steep.validation import validate_frame
 
@@ -40,8 +40,8 @@ def train_command(
         )
     frame = report.clean if report.clean is not None else dataset.frame
     splits = split_dataset(frame, cfg.data.split, cfg.project.seed)
-    current = stack.current(cfg)
-    where = f"stack {current.target}" if current else "local Ray, MLflow under " + str(cfg.home)
+    runtime = Runtime.of(cfg)
+    where = f"stack {runtime.stack.target}" if runtime.stack else "local Ray, MLflow under " + str(cfg.home)
     console.print(
         f"training {cfg.model.source} ({cfg.training.method}) on {len(splits.train)} rows, "
         f"{cfg.training.workers} worker(s); {where}"
@@ -49,8 +49,8 @@ def train_command(
     result = train(
         cfg,
         splits,
-        tracking_uri=current.mlflow_tracking_uri if current else None,
-        ray_address=current.ray_address if current else None,
+        tracking_uri=runtime.tracking_uri,
+        ray_address=runtime.ray_address,
         resume=resume,
         run_name=run_name,
         progress=True,

@@ -28,18 +28,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from steep import quiet
 from steep.errors import SteepError
 
 MARKER = "STEEP_STACK_HOME"
 SERVICES = ("mlflow", "prefect", "ray")
-_QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "PYTHONUNBUFFERED": "1",
-}
+# the servers' own settings, besides steep.quiet.ENV: MLflow without its job runner (2 processes, not 10)
+_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 class DaemonError(SteepError):
@@ -141,7 +136,7 @@ def environment(svc: Service) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("PREFECT_", "MLFLOW_TRACKING", "RAY_ADDRESS"))
     }
-    env.update(_QUIET_ENV)
+    env.update({**quiet.ENV, **_SERVER_ENV})
     env[MARKER] = str(svc.home)
     env["PREFECT_HOME"] = str(svc.data_dir) if svc.name == "prefect" else str(svc.home / "stack" / "prefect")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -214,6 +209,31 @@ def read_pid(svc: Service) -> psutil.Process | None:
         return None
 
 
+def spawn(
+    svc: Service,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    ports: dict[str, int] | None = None,
+) -> subprocess.Popen:
+    """Start argv detached from this terminal, its output in the service's log, its pid file written.
+
+    The one way steep starts a long-lived process (the stack's servers, the deploy worker, the watchdog):
+    each carries the stack marker, so `stop()` and `sweep()` find it and whatever it spawned.
+    """
+    svc.run_dir.mkdir(parents=True, exist_ok=True)
+    svc.log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**env, MARKER: str(svc.home), "STEEP_SERVICE": svc.name, "PYTHONUNBUFFERED": "1"}
+    with open(svc.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+            start_new_session=True,
+        )  # fmt: skip
+    info = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "ports": ports or {}}
+    svc.pid_file.write_text(json.dumps(info))
+    return proc
+
+
 def start(svc: Service, timeout: float = 120.0) -> int:
     """Start the service unless it already runs; wait until healthy; on failure leave nothing behind."""
     running = read_pid(svc)
@@ -227,15 +247,9 @@ def start(svc: Service, timeout: float = 120.0) -> int:
                 f"{svc.name}: {svc.host}:{port} ({key}) is already in use by another program; "
                 f"stop it or choose another port ({setting} in steep.yaml)"
             )
-    for folder in (svc.run_dir, svc.log_file.parent, svc.data_dir, svc.home / "stack" / "prefect"):
+    for folder in (svc.data_dir, svc.home / "stack" / "prefect"):
         folder.mkdir(parents=True, exist_ok=True)
-    with open(svc.log_file, "ab") as log:
-        proc = subprocess.Popen(
-            command(svc), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=environment(svc), cwd=svc.data_dir, start_new_session=True,
-        )  # fmt: skip
-    info = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "ports": ports}
-    svc.pid_file.write_text(json.dumps(info))
+    proc = spawn(svc, command(svc), environment(svc), cwd=svc.data_dir, ports=ports)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import psutil
 
+from steep import quiet
 from steep.stack import core, daemons
 
 ACTIVITY_DIR = "activity"
@@ -133,19 +131,9 @@ def spawn_watchdog(home: Path, interval: float) -> int:
     svc = daemons.Service("watchdog", home, "127.0.0.1", 0)
     daemons.stop(svc, grace=5.0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update({daemons.MARKER: str(home), "STEEP_SERVICE": "watchdog", "PREFECT_HOME": str(home / "prefect"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    svc.log_file.parent.mkdir(parents=True, exist_ok=True)
-    svc.run_dir.mkdir(parents=True, exist_ok=True)
-    with open(svc.log_file, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "steep.stack.lifecycle", "--home", str(home), "--interval", str(interval)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd(),
-            start_new_session=True,
-        )  # fmt: skip
-    svc.pid_file.write_text(
-        json.dumps({"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time()})
-    )
+    env.update({**quiet.ENV, "PREFECT_HOME": str(home / "prefect")})
+    argv = [sys.executable, "-m", "steep.stack.lifecycle", "--home", str(home), "--interval", str(interval)]
+    proc = daemons.spawn(svc, argv, env, cwd=home)
     return proc.pid
 
 

@@ -1,0 +1,71 @@
+"""What a command or a flow needs besides the config, resolved once: the stack, tracking, registry, Prefect.
+
+`Runtime.of(cfg)` reads the stack record (`.steep/stack.json`, or none: the embedded default) and answers
+every "where is ..." question the same way for the CLI, the flows and the server, so no caller repeats
+`stack.mlflow_tracking_uri if stack else None`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from steep import tracking
+from steep.config import SteepConfig
+from steep.quiet import quiet_third_parties
+from steep.registry import Registry, model_name
+from steep.stack import Stack, current
+
+# the embedded default starts a temporary Prefect API in-process: a busy 2-core machine needs the time
+EPHEMERAL_STARTUP_TIMEOUT_S = "180"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    cfg: SteepConfig
+    stack: Stack | None
+
+    @classmethod
+    def of(cls, cfg: SteepConfig) -> Runtime:
+        return cls(cfg, current(cfg))
+
+    @property
+    def tracking_uri(self) -> str | None:
+        """MLFLOW_TRACKING_URI (a container's setting), else the stack's server; None: the embedded db."""
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return self.stack.mlflow_tracking_uri if self.stack else None
+
+    @property
+    def ray_address(self) -> str | None:
+        return self.stack.ray_address if self.stack else None
+
+    @property
+    def prefect_api_url(self) -> str | None:
+        return self.stack.prefect_api_url if self.stack else None
+
+    def setup_tracking(self) -> str:
+        """Point MLflow at this project's store; -> the experiment id."""
+        return tracking.setup(self.cfg, self.tracking_uri)
+
+    def registry(self) -> Registry:
+        self.setup_tracking()
+        return Registry(model_name(self.cfg))
+
+    def use_prefect(self, *, stack_api: bool = True) -> None:
+        """Prefect's settings for this project, before Prefect is imported (it reads them once).
+
+        State under project.home (not ~/.prefect); the stack's API when one is provisioned. `stack_api=False`
+        runs on the embedded temporary API even with a stack: the teardown destroys the stack's own server.
+        """
+        quiet_third_parties()
+        home = (self.cfg.home / "prefect").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("PREFECT_HOME", str(home))
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
+        if self.stack is None:
+            return
+        if stack_api:
+            os.environ.setdefault("PREFECT_API_URL", self.stack.prefect_api_url)
+        elif os.environ.get("PREFECT_API_URL") == self.stack.prefect_api_url:
+            os.environ.pop("PREFECT_API_URL")
