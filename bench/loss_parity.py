@@ -4,7 +4,7 @@ Both sides train the same base model with the same LoRA settings, learning rate,
 5% warm-up) and precision (bf16 autocast where the CPU or GPU has it, else fp32) for the same number of
 steps, on the *same batches in the same order* (steep's length-grouped plan, handed to the Trainer one batch
 per item with a sequential sampler), so every step sees equal tokens and any gap is numerics. steep runs its
-real path, `steep.training.train` (Ray Train, label-only loss, its own loop).
+real path, `steep.pipeline.training.train` (Ray Train, label-only loss, its own loop).
 
 Tolerance, stated before measuring: the 20-step moving averages of the two loss curves stay within 3% of
 each other at every step, and the mean of the last 20 steps within 2%. Two known, harmless differences:
@@ -41,7 +41,7 @@ def same_batches(cfg, splits, steps: int) -> list[list[dict]]:
     """The batches steep's loop will train on, in its order: the plan of each epoch, cut at `steps`."""
     from ray_jobs.train import plan_batches
     from steep.models import example_tokens
-    from steep.training import prepare
+    from steep.pipeline.training import prepare
 
     prepared = prepare(cfg, splits)
     examples = prepared.examples
@@ -150,7 +150,7 @@ def main() -> int:
     opts = parser.parse_args()
 
     from steep.data import load_dataset, split_dataset
-    from steep.training import train
+    from steep.pipeline.training import train
 
     base = legal_config(bench_home(), 1, [f"training.batch_size={opts.batch}", *opts.sets])
     splits = split_dataset(load_dataset(base).frame, base.data.split, base.project.seed)

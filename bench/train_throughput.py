@@ -88,7 +88,7 @@ def pick_examples(cfg, examples: int):
 
 
 def run_steep(cfg, splits):
-    from steep.training import train
+    from steep.pipeline.training import train
 
     return train(cfg, splits)
 

@@ -117,7 +117,7 @@ def split_task(cfg: SteepConfig, report: ValidationReport) -> Splits:
 
 @task(name="train")
 def train_task(cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_address: str | None):
-    from steep.training import train
+    from steep.pipeline.training import train
 
     result = train(cfg, splits, tracking_uri=tracking_uri, ray_address=ray_address, progress=True)
     get_run_logger().info(

@@ -26,7 +26,7 @@ def train_command(
 ) -> None:
     """Fine-tune the configured model on the validated training split (Ray Train; MLflow tracking)."""
     from steep.data import load_dataset, split_dataset
-    from steep.training import train
+    from steep.pipeline.training import train
     from steep.validation import validate_frame
 
     cfg = load(config, sets)

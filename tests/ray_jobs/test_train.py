@@ -11,7 +11,7 @@ import torch
 
 from ray_jobs import train as job
 from steep import models
-from steep.training import TrainingError, train
+from steep.pipeline.training import TrainingError, train
 from tests.conftest_train import tiny_config, toy_splits
 
 

@@ -18,7 +18,7 @@ import mlflow
 import pytest
 
 from ray_jobs import train as job
-from steep.training import latest_run, runs_root, train
+from steep.pipeline.training import latest_run, runs_root, train
 from tests.conftest_train import tiny_config, toy_splits
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,7 @@ DRIVER = """
 import sys
 sys.path.insert(0, {tests!r})
 from conftest_train import tiny_config, toy_splits
-from steep.training import train
+from steep.pipeline.training import train
 cfg = tiny_config({home!r}, {model!r}, workers=2, epochs=6, checkpoint_every_steps=4)
 train(cfg, toy_splits(cfg, rows=64), ray_address={address!r})
 """

@@ -10,7 +10,7 @@ import pytest
 from steep import models
 from steep.config import load_config
 from steep.data import load_dataset, split_dataset
-from steep.training import train
+from steep.pipeline.training import train
 from tests.conftest_train import legal_overrides
 
 pytestmark = pytest.mark.slow

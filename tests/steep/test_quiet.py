@@ -43,7 +43,7 @@ quiet_third_parties()  # what steep.cli.app.main does first
 
 import mlflow
 
-from steep.training import train
+from steep.pipeline.training import train
 from tests.conftest_train import tiny_config, toy_splits
 
 home, model_dir = Path(sys.argv[1]), Path(sys.argv[2])

@@ -253,10 +253,8 @@ def _ray_session(cfg: SteepConfig, ray_address: str | None) -> tuple[bool, int]:
 
 
 def _runtime_env() -> dict[str, Any]:
-    """Workers import steep and ray_jobs: the editable install covers it; PYTHONPATH covers a checkout."""
-    root = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    return {"env_vars": {"PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}}
+    """Workers import steep and ray_jobs from the installed package, as the driver does."""
+    return {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}}
 
 
 def _ray_oom_types() -> tuple[type[BaseException], ...]:
