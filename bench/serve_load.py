@@ -64,7 +64,7 @@ def texts(limit: int, max_chars: int) -> list[str]:
 
 def run_baseline(cfg, selector: str, items: list[str]) -> Result:
     """The model in this process, one request (one text) at a time: no server, no batching."""
-    from steep.serving import registry_slot
+    from steep.serving.model_slot import registry_slot
 
     slot = registry_slot(cfg, selector)
     slot.refresh()
@@ -122,7 +122,9 @@ def run_server(cfg, selector: str, items: list[str], clients: int, warmup: int) 
     import httpx
 
     from steep import tracking
-    from steep.serving import api_key, process, tracking_uri
+    from steep.runtime import Runtime
+    from steep.serving import process
+    from steep.serving.auth import api_key
 
     with tempfile.TemporaryDirectory(prefix="steep-serve-bench-") as tmp:
         server_cfg = cfg.model_copy(deep=True)
@@ -131,7 +133,7 @@ def run_server(cfg, selector: str, items: list[str], clients: int, warmup: int) 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        registry = tracking_uri(cfg) or tracking.default_tracking_uri(cfg)
+        registry = Runtime.of(cfg).tracking_uri or tracking.default_tracking_uri(cfg)
         log = Path(tmp) / "server.log"
         proc = process.start(server_cfg, "127.0.0.1", port, log, extra_env={"MLFLOW_TRACKING_URI": registry})
         url = f"http://127.0.0.1:{port}"

@@ -9,15 +9,14 @@ counted.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import great_expectations.expectations as gxe
 import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
-from expectations.training_data import Rule
 from steep.config import SteepConfig
+from steep.validation import Rule, gx_context, run_suite
 
 SUITE_NAME = "steep_inference_batch"
 REQUIRED_COLUMNS = ["n_chars", "n_words", "summary_words", "blank", "has_email", "has_phone"]
@@ -107,48 +106,24 @@ def batch_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def run_inference_suite(frame: pd.DataFrame, cfg: SteepConfig, data_docs: bool = False) -> BatchResult:
     """Validate one inference window with GX; -> rows, failing rows, per-rule counts."""
-    import great_expectations as gx
-
-    from steep.validation import _gx_context
-
     table = batch_table(frame)
     if table.empty:
         return BatchResult(rows=0, failing_rows=0)
-    rules = inference_rules(cfg)
-    context = _gx_context(cfg.home)
-    source = context.data_sources.add_or_update_pandas("steep_inference")
-    asset = source.add_dataframe_asset("inference_batch")
-    batch = asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add_or_update(
-        gx.ExpectationSuite(name=SUITE_NAME, expectations=[copy.copy(r.expectation) for r in rules])
+    outcomes = run_suite(
+        gx_context(cfg.home),
+        SUITE_NAME,
+        inference_rules(cfg),
+        table,
+        source="steep_inference",
+        asset="inference_batch",
+        data_docs=data_docs,
     )
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=SUITE_NAME, data=batch, suite=suite)
-    )
-    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if data_docs else []
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=SUITE_NAME,
-            validation_definitions=[definition],
-            actions=actions,
-            result_format={"result_format": "COMPLETE"},
-        )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": table})
-    (validation,) = result.run_results.values()
-    by_rule = {r.name: r for r in rules}
-    outcomes, failing = [], set()
-    for res in validation.results:
-        rule = by_rule[res.expectation_config.meta["steep_rule"]]
-        if res.exception_info and res.exception_info.get("raised_exception"):
-            raise RuntimeError(
-                f"expectation {rule.name!r} raised: {res.exception_info.get('exception_message')}"
-            )
-        info = res.result or {}
-        index = list(info.get("unexpected_index_list") or [])
-        if not rule.row_level and not res.success:
+    rules, failing = [], set()
+    for out in outcomes:
+        index = out.unexpected_index
+        if not out.rule.row_level and not out.success:
             index = list(range(len(table)))  # a table-level failure (missing columns) fails every row
-        if rule.blocking:
+        if out.rule.blocking:
             failing.update(index)
-        outcomes.append(RuleOutcome(rule.name, rule.blocking, bool(res.success), len(index)))
-    return BatchResult(rows=len(table), failing_rows=len(failing), rules=outcomes)
+        rules.append(RuleOutcome(out.rule.name, out.rule.blocking, out.success, len(index)))
+    return BatchResult(rows=len(table), failing_rows=len(failing), rules=rules)

@@ -1,32 +1,22 @@
-"""The Great Expectations suite for training data, built from the `validation` section.
+"""The Great Expectations suite for training data, built from the `validation` section, and its run.
 
 Run on the canonical table (id, group, text, summary) plus derived length columns, so every rule is a stock GX
 expectation that shows up by name in Data Docs. Row-level rules can drop their bad rows
-(policy `on_bad_rows`); table-level rules always decide the run.
+(policy `on_bad_rows`); table-level rules always decide the run. The GX machinery is steep.validation's.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import great_expectations.expectations as gxe
 import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
-from steep.config import ValidationConfig
+from steep.config import SteepConfig, ValidationConfig
+from steep.data import CANONICAL_COLUMNS
 from steep.pii import EMAIL, PHONE
+from steep.validation import Rule, ValidationReport, validate_rows
 
 SUITE_NAME = "steep_training_data"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One expectation plus how steep treats its failures."""
-
-    name: str
-    expectation: gxe.Expectation
-    row_level: bool  # failures point at rows, which `on_bad_rows: drop` can remove
-    blocking: bool  # a failure fails the run (False: reported as a warning)
 
 
 def with_lengths(frame: pd.DataFrame) -> pd.DataFrame:
@@ -127,3 +117,23 @@ def training_rules(v: ValidationConfig) -> list[Rule]:
     for rule in rules:
         rule.expectation.meta = {"steep_rule": rule.name, "blocking": rule.blocking}
     return rules
+
+
+def validate_training_data(frame: pd.DataFrame, cfg: SteepConfig) -> ValidationReport:
+    """Hold a canonical table to the training-data suite; Data Docs under project.home.
+
+    With `on_bad_rows: drop` the report's `clean` frame (canonical columns) lacks the bad rows; it is None
+    when the data fails.
+    """
+    report = validate_rows(
+        with_lengths(frame.reset_index(drop=True)),
+        training_rules(cfg.validation),
+        home=cfg.home,
+        suite=SUITE_NAME,
+        policy=cfg.validation.on_bad_rows,
+        source="steep",
+        asset="training_data",
+    )
+    if report.clean is not None:
+        report.clean = report.clean[CANONICAL_COLUMNS]
+    return report

@@ -10,34 +10,27 @@ it was; packaging comes after it and only builds what is already the champion.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
+from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.runtime import flow_run
 
-from ray_jobs.evaluate import (
-    Candidate,
-    Evaluation,
-    comparison_plot,
-    evaluate_candidates,
-    predictions_table,
-    pyfunc_summarizer,
-)
+from ray_jobs.evaluate import Evaluation
 from steep.approval import VERSION_TAG, approve_command
 from steep.config import SteepConfig, parse_duration
-from steep.data import Dataset, Splits, load_dataset, split_dataset
+from steep.data import Dataset, Splits, load_dataset
 from steep.errors import SteepError
+from steep.pipeline import evaluation, provenance
+from steep.pipeline.prepare import PreparedData, ValidationFailed, split_validated, validate_dataset
+from steep.pipeline.training import TrainResult, train
 from steep.quiet import quiet_third_parties
-from steep.registry import CHAMPION, GateDecision, Registry, gate
+from steep.registry import GateDecision, Registry
 from steep.runtime import Runtime
-from steep.validation import ValidationReport, validate_frame
-
-
-class ValidationFailed(SteepError):
-    """The data failed its checks: nothing is trained and nothing is promoted."""
+from steep.serving.package import ModelRef, bento_version, build_bento
+from steep.validation import ValidationReport
 
 
 class ApprovalInput(RunInput):
@@ -69,10 +62,6 @@ class RunOutcome:
     tracking_uri: str | None = None
     package: PackageResult | None = None
 
-    def scores(self, name: str) -> dict[str, float] | None:
-        found = next((e for e in self.evaluations if e.name == name), None)
-        return found.scores.as_dict() if found else None
-
 
 # --------------------------------------------------------------------------------------------- tasks
 @task(name="load data")
@@ -86,7 +75,7 @@ def load_task(cfg: SteepConfig) -> Dataset:
 
 @task(name="validate data")
 def validate_task(cfg: SteepConfig, dataset: Dataset) -> ValidationReport:
-    report = validate_frame(dataset.frame, cfg)
+    report = validate_dataset(cfg, dataset)
     log = get_run_logger()
     for r in report.results:
         if r.status != "pass":
@@ -110,15 +99,15 @@ def validate_task(cfg: SteepConfig, dataset: Dataset) -> ValidationReport:
 
 @task(name="split data")
 def split_task(cfg: SteepConfig, report: ValidationReport) -> Splits:
-    splits = split_dataset(report.clean, cfg.data.split, cfg.project.seed)
+    splits = split_validated(cfg, report)
     get_run_logger().info("split %s", {name: len(part) for name, part in splits.items()})
     return splits
 
 
 @task(name="train")
-def train_task(cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_address: str | None):
-    from steep.pipeline.training import train
-
+def train_task(
+    cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_address: str | None
+) -> TrainResult:
     result = train(cfg, splits, tracking_uri=tracking_uri, ray_address=ray_address, progress=True)
     get_run_logger().info(
         "trained: MLflow run %s, final loss %s, model %s",
@@ -130,76 +119,21 @@ def train_task(cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_a
 
 
 @task(name="evaluate")
-def evaluate_task(cfg: SteepConfig, splits: Splits, result: Any, registry: Registry) -> list[Evaluation]:
-    from steep import models
-
-    log = get_run_logger()
-    test = splits.test
-    if cfg.evaluation.max_examples:
-        test = test.head(cfg.evaluation.max_examples)
-    kind = models.model_kind(result.base_model_dir, cfg.model.kind)
-    fmt = models.PromptFormat.from_config(cfg.model, kind)
-    candidates = [
-        Candidate("challenger", lambda: pyfunc_summarizer(result.model_uri)),
-        Candidate(
-            "base",
-            lambda: models.load_for_inference(result.base_model_dir, fmt=fmt),
-            cache_id=f"base:{cfg.model.source}:{fmt}",
-        ),
-    ]
-    champion = registry.alias(CHAMPION)
-    if champion is not None:
-        uri = f"models:/{registry.name}/{champion.version}"
-        candidates.append(
-            Candidate(
-                f"champion v{champion.version}", lambda: pyfunc_summarizer(uri), cache_id=f"{uri}:{fmt}"
-            )
-        )
-    settings = {
-        "max_new_tokens": cfg.evaluation.max_new_tokens,
-        "max_source_tokens": cfg.model.max_source_tokens,
-        "rows": len(test),
-    }
-    return evaluate_candidates(
-        candidates,
-        test,
-        splits.digests["test"],
-        max_new_tokens=cfg.evaluation.max_new_tokens,
-        batch_size=cfg.evaluation.batch_size,
-        cache_dir=cfg.home / "cache" / "eval",
-        settings=settings,
-        log=log.info,
-    )
+def evaluate_task(
+    cfg: SteepConfig, splits: Splits, result: TrainResult, registry: Registry
+) -> list[Evaluation]:
+    return evaluation.evaluate_run(cfg, splits, result, registry, log=get_run_logger().info)
 
 
 @task(name="log evaluation")
 def log_evaluation_task(cfg: SteepConfig, run_id: str, splits: Splits, evaluations: list[Evaluation]) -> None:
     """Scores, the per-example predictions table and the comparison plot, on the training run."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    for ev in evaluations:
-        prefix = "eval_" + ev.name.split()[0].replace("-", "")
-        for key, value in ev.scores.as_dict().items():
-            client.log_metric(run_id, f"{prefix}_{key}", float(value))
-    test = splits.test.head(len(evaluations[0].predictions))
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_table(predictions_table(test, evaluations), "eval/predictions.json")
-        plot = comparison_plot(evaluations, cfg.home / "plots" / f"{run_id}-eval.png")
-        mlflow.log_artifact(str(plot), "eval")
+    evaluation.log_evaluation(cfg, run_id, splits, evaluations)
 
 
 @task(name="gate")
 def gate_task(cfg: SteepConfig, evaluations: list[Evaluation]) -> GateDecision:
-    by_name = {e.name.split()[0]: e for e in evaluations}
-    champion = by_name.get("champion")
-    decision = gate(
-        cfg.evaluation,
-        by_name["challenger"].scores.as_dict(),
-        champion.scores.as_dict() if champion else None,
-        by_name["base"].scores.as_dict(),
-        champion_label=champion.name if champion else "champion",
-    )
+    decision = evaluation.decide(cfg, evaluations)
     get_run_logger().info("gate: %s", decision.summary())
     return decision
 
@@ -208,22 +142,12 @@ def gate_task(cfg: SteepConfig, evaluations: list[Evaluation]) -> GateDecision:
 def register_task(
     cfg: SteepConfig,
     registry: Registry,
-    result: Any,
-    dataset: Dataset,
-    report: ValidationReport,
-    splits: Splits,
+    result: TrainResult,
+    prepared: PreparedData,
     evaluations: list[Evaluation],
     decision: GateDecision,
 ) -> str:
-    tags = {
-        "steep.data_digest": dataset.digest,
-        **{f"steep.split_digest.{name}": digest for name, digest in splits.digests.items()},
-        "steep.validation": report.summary(),
-        "steep.git_commit": git_commit(cfg.root),
-        "steep.gate": decision.summary(),
-        "steep.gate_passed": decision.promote,
-        **{f"steep.eval.{e.name.split()[0]}": e.scores.as_dict() for e in evaluations},
-    }
+    tags = provenance.version_tags(cfg, prepared, evaluations, decision)
     version = registry.register(result.model_uri, result.run_id, tags)
     get_run_logger().info("registered %s v%s as challenger", registry.name, version.version)
     return str(version.version)
@@ -242,15 +166,13 @@ def package_task(cfg: SteepConfig, registry: Registry, version: str, run_id: str
     A failed build is a warning, not a failed run: the champion already passed the gate and serves from the
     registry; the bento is derived from it and can be rebuilt at any time with the command it prints.
     """
-    from steep.serving.package import ModelRef, bento_version, build_bento
-
     log = get_run_logger()
     out = cfg.home / "package" / bento_version(version)
     retry = f"steep package --version {version}"
     try:
         tag, _ = build_bento(cfg, ModelRef(registry.name, version, run_id), out, echo=log.info)
     except SteepError as exc:
-        registry.tag(version, **{"steep.bento_error": str(exc)[-500:]})
+        registry.tag(version, **{"steep.bento_error": _clip(str(exc))})
         log.warning("packaging v%s failed; the promotion stands. Retry with `%s`:\n%s", version, retry, exc)
         return PackageResult(None, f"{exc}", retry)
     registry.tag(version, **{"steep.bento": tag})
@@ -258,25 +180,18 @@ def package_task(cfg: SteepConfig, registry: Registry, version: str, run_id: str
     return PackageResult(tag)
 
 
-def git_commit(project_dir: Path) -> str:
-    """The commit of the user's project folder (its config and data), when it is a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+def _clip(message: str, limit: int = 500) -> str:
+    """A long error for a tag: its first line (what failed) and its end (why), `limit` characters at most."""
+    if len(message) <= limit:
+        return message
+    first = message.split("\n", 1)[0][: limit // 2]
+    return f"{first}\n...\n{message[-(limit - len(first) - 5) :]}"
 
 
 def ask_approval(
     cfg: SteepConfig, registry: Registry, version: str, decision: GateDecision
 ) -> dict[str, Any]:
     """Pause the flow run for a typed approval form; a timeout counts as a rejection."""
-    from prefect import get_client
-    from prefect.flow_runs import pause_flow_run
-    from prefect.runtime import flow_run
-
     log = get_run_logger()
     timeout = int(parse_duration(cfg.evaluation.approval_timeout))
     run_id = str(flow_run.id)
@@ -318,25 +233,26 @@ def finetune_flow(
     dataset = load_task(cfg)
     report = validate_task(cfg, dataset)
     if not report.passed:
+        failed = ", ".join(r.name for r in report.failures)
         raise ValidationFailed(
-            "validation failed ("
-            + ", ".join(r.name for r in report.failures)
-            + "): nothing trained, nothing "
-            f"promoted. See the Data Docs: {report.data_docs}"
+            report,
+            f"validation failed ({failed}): nothing trained, nothing promoted. "
+            f"See the Data Docs: {report.data_docs}",
         )
     splits = split_task(cfg, report)
+    prepared = PreparedData(dataset, report, splits)
     outcome = RunOutcome(dataset=dataset, validation=report, splits=splits, tracking_uri=tracking_uri)
 
     result = train_task(cfg, splits, tracking_uri, runtime.ray_address)
     outcome.run_id = result.run_id
-    _tag_run(cfg, result.run_id, reason, trigger, report)
+    provenance.tag_run(
+        result.run_id, provenance.run_tags(cfg, reason, trigger, report, flow_run_id=str(flow_run.id))
+    )
 
     outcome.evaluations = evaluate_task(cfg, splits, result, registry)
     log_evaluation_task(cfg, result.run_id, splits, outcome.evaluations)
     outcome.decision = gate_task(cfg, outcome.evaluations)
-    outcome.version = register_task(
-        cfg, registry, result, dataset, report, splits, outcome.evaluations, outcome.decision
-    )
+    outcome.version = register_task(cfg, registry, result, prepared, outcome.evaluations, outcome.decision)
 
     if not outcome.decision.promote:
         log.info("the champion stays: %s", outcome.decision.summary())
@@ -352,18 +268,3 @@ def finetune_flow(
     if cfg.serving.build_on_promote:
         outcome.package = package_task(cfg, registry, outcome.version, result.run_id)
     return outcome
-
-
-def _tag_run(
-    cfg: SteepConfig, run_id: str, reason: str, trigger: dict[str, Any] | None, report: ValidationReport
-) -> None:
-    import mlflow
-    from prefect.runtime import flow_run
-
-    client = mlflow.MlflowClient()
-    client.set_tag(run_id, "steep.reason", reason)
-    client.set_tag(run_id, "steep.git_commit", git_commit(cfg.root))
-    client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.id))
-    client.set_tag(run_id, "steep.validation", str(report.summary()))
-    for key, value in (trigger or {}).items():
-        client.set_tag(run_id, f"steep.trigger.{key}", str(value))

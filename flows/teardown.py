@@ -1,51 +1,45 @@
-"""The teardown flow: stop serving, `terraform destroy`, verify nothing is left, forget the stack.
+"""The teardown flow: the stack layer's teardown sequence with each step a Prefect task.
 
-Orchestration only: each task is one plain function of steep.stack.core, so `steep destroy`, the TTL/idle
-watchdog and a scheduled deployment all tear down the same way, with each step visible in the Prefect UI.
+Orchestration only: the steps, their order and what they do are steep.stack.teardown, so `steep destroy`,
+the TTL/idle watchdog (which runs them without Prefect) and a scheduled deployment tear down the same way,
+here with each step visible in the Prefect UI.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 
-from steep.stack import core
-
-
-@task(name="stop-serving")
-def stop_serving(home: str) -> bool:
-    return core.stop_serving(Path(home))
+from steep.stack import teardown as sequence
 
 
-@task(name="terraform-destroy", retries=1, retry_delay_seconds=3)
-def terraform_destroy(home: str, target: str) -> None:
-    core.terraform_destroy(Path(home), target, get_run_logger().info)
+@task(cache_policy=NO_CACHE, retry_delay_seconds=3)
+def _step(step: sequence.Step) -> object:
+    return step.action(get_run_logger().info)
 
 
-@task(name="verify-empty")
-def verify_empty(home: str, target: str) -> None:
-    left = core.verify_empty(Path(home), target)
-    if left:
-        raise core.StackError(f"{target}: destroy left {', '.join(left)}; rerun `steep destroy`")
-
-
-@task(name="remove-stack-record")
-def remove_record(home: str) -> bool:
-    return core.remove_record(Path(home))
+def as_task(step: sequence.Step) -> object:
+    """The sequence's hook: one task per step, named after it, retried as often as the step allows."""
+    return _step.with_options(name=step.name, task_run_name=step.title, retries=step.retries)(step)
 
 
 @flow(name="teardown", log_prints=True)
 def teardown(home: str = ".steep", reason: str = "requested", force_unlock: bool = False) -> list[str]:
     """Destroy every target with state under `home`; idempotent (a second run finds nothing to do)."""
     root = Path(home).resolve()
-    logger = get_run_logger()
-    with core.locked(root, force_unlock):
-        targets = core.provisioned_targets(root)
-        logger.info("teardown (%s): %s", reason, ", ".join(targets) or "nothing provisioned")
-        stop_serving(str(root))
-        for target in targets:
-            terraform_destroy(str(root), target)
-            verify_empty(str(root), target)
-        remove_record(str(root))
-    return targets
+    log = get_run_logger().info
+    return sequence.run(root, reason=reason, log=log, hook=as_task, force_unlock=force_unlock)
+
+
+def api_problem() -> str | None:
+    """Why Prefect's API cannot be reached, or None; with no API set, this starts the temporary one."""
+    try:
+        with get_client(sync_client=True) as client:
+            error = client.api_healthcheck()
+    except (RuntimeError, ValueError, OSError, httpx.HTTPError) as exc:
+        return str(exc) or type(exc).__name__
+    return None if error is None else str(error) or type(error).__name__

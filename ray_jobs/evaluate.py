@@ -3,6 +3,9 @@
 Scores of models that do not change between runs (the base model, the current champion) are cached per
 model and test-split digest, so a rerun only generates with the new challenger. Lead-1 (the first sentence of
 the text) is the extractive reference line every summarizer should beat.
+
+Every evaluation carries its role in the gate (challenger, champion, base model, baseline) beside the name
+it is shown with ("champion v3", "lead-1").
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import pandas as pd
 from rouge_score import rouge_scorer
 
-METRICS = ("rouge1", "rouge2", "rougeL")
+from steep.registry import METRICS
+
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 Summarize = Callable[[list[str]], list[str]]
@@ -35,12 +40,27 @@ class Scores:
         return asdict(self)
 
 
+class Role(StrEnum):
+    """What a model is in the comparison the gate makes."""
+
+    CHALLENGER = "challenger"  # the model this run trained
+    CHAMPION = "champion"  # the version the registry serves now
+    BASE = "base"  # the model fine-tuning started from
+    BASELINE = "baseline"  # a reference line without a model (lead-1)
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    name: str
+    name: str  # as shown: "challenger", "champion v3", "lead-1"
+    role: Role
     scores: Scores
     predictions: list[str]
     cached: bool = False
+
+    @property
+    def key(self) -> str:
+        """The name in MLflow metric and tag keys: the role, or which baseline it is ("lead-1")."""
+        return self.name if self.role is Role.BASELINE else self.role.value
 
 
 def score(predictions: Sequence[str], references: Sequence[str]) -> Scores:
@@ -76,6 +96,7 @@ def evaluate(
     summarize: Summarize,
     test: pd.DataFrame,
     *,
+    role: Role,
     cache_dir: Path | None = None,
     key: str | None = None,
 ) -> Evaluation:
@@ -83,9 +104,9 @@ def evaluate(
     path = cache_dir / f"{key}.json" if cache_dir is not None and key is not None else None
     if path is not None and path.exists():
         data = json.loads(path.read_text())
-        return Evaluation(name, Scores(**data["scores"]), data["predictions"], cached=True)
+        return Evaluation(name, role, Scores(**data["scores"]), data["predictions"], cached=True)
     predictions = list(summarize(list(test["text"])))
-    result = Evaluation(name, score(predictions, list(test["summary"])), predictions)
+    result = Evaluation(name, role, score(predictions, list(test["summary"])), predictions)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"scores": result.scores.as_dict(), "predictions": predictions}))
@@ -93,7 +114,7 @@ def evaluate(
 
 
 def evaluate_lead1(test: pd.DataFrame) -> Evaluation:
-    return evaluate("lead-1", lambda texts: [lead1(t) for t in texts], test)
+    return evaluate("lead-1", lambda texts: [lead1(t) for t in texts], test, role=Role.BASELINE)
 
 
 def predictions_table(test: pd.DataFrame, evaluations: Sequence[Evaluation]) -> pd.DataFrame:
@@ -139,6 +160,7 @@ class Candidate:
     """A model to evaluate: `load` gives a Summarizer; `cache_id` is set for models that never change."""
 
     name: str
+    role: Role
     load: Callable[[], object]
     cache_id: str | None = None
 
@@ -172,7 +194,9 @@ def evaluate_candidates(
             loaded.append(cand.load())
             return loaded[0].summarize(texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
-        ev = evaluate(cand.name, summarize, test, cache_dir=cache_dir if key else None, key=key)
+        ev = evaluate(
+            cand.name, summarize, test, role=cand.role, cache_dir=cache_dir if key else None, key=key
+        )
         s = ev.scores
         log(
             f"{cand.name:<12} ROUGE-1 {s.rouge1 * 100:5.2f}  ROUGE-2 {s.rouge2 * 100:5.2f}"

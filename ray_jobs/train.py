@@ -6,9 +6,14 @@
     no host sync) -> checkpoint each epoch (and every `checkpoint_every_steps`) -> export the trained model
     in the last one.
 
-The driver (steep/training.py) tokenizes once and passes token ids in `config`, so workers repeat no
-preprocessing. The batch plan is a pure function of (seed, epoch), so a resumed worker skips exactly the
-steps it already did.
+`train_loop_per_worker` (what Ray calls) runs a `TrainingRecipe`: `setup()` builds the pieces in that
+order, `train()` runs epochs of steps. The driver (steep/pipeline/training.py) tokenizes once and passes
+token ids in `config`, so workers repeat no preprocessing. The batch plan is a pure function of
+(seed, epoch), so a resumed worker skips exactly the steps it already did.
+
+Ray is imported inside the methods that use it, never at the top: importing `ray.train` picks Train V1
+or V2 from RAY_TRAIN_V2_ENABLED, which the driver sets just before it starts the trainer (and imports this
+module earlier), and the unit tests use the pieces here without Ray.
 """
 
 from __future__ import annotations
@@ -282,126 +287,222 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker (or the in-process loop when workers=0)."""
+    """One Ray Train worker (or the in-process loop when workers=0); Ray calls it with the driver's config."""
     quiet_third_parties()  # a Ray worker is a process of its own: steep's CLI start-up never ran in it
-    import ray.train
-    import ray.train.torch
+    recipe = TrainingRecipe(config)
+    recipe.setup()
+    recipe.train()
 
-    cfg = SteepConfig.model_validate(config["cfg"])
-    t = cfg.training
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config["threads"])
-    torch.manual_seed(cfg.project.seed)
-    device = ray.train.torch.get_device() if t.use_gpu else torch.device("cpu")
-    precision = resolve_precision(t.precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    # model
-    model_dir, kind = Path(config["model_dir"]), config["kind"]
-    tokenizer = models.load_tokenizer(model_dir, kind)
-    model = models.apply_method(models.load_model(model_dir, kind, attention=t.attention), t, kind)
-    model.train()
-    step_module = loss_module(model, kind, t.method).to(device)
-    if world > 1:
-        step_module = ray.train.torch.prepare_model(step_module, move_to_device=False)
+class TrainingRecipe:
+    """One worker's fine-tuning: `setup()` builds the pieces in order, `train()` runs the steps.
 
-    # data and schedule
-    examples: list[dict[str, list[int]]] = config["examples"]
-    lengths = [models.example_tokens(e, kind) for e in examples]
-    steps_per_epoch = len(plan_batches(lengths, t.batch_size, cfg.project.seed, 0, world))
-    total_steps = min(t.max_steps or math.inf, steps_per_epoch * t.epochs)
-    pack_width = cfg.model.max_source_tokens + cfg.model.max_target_tokens if t.packing else None
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    fused = device.type == "cuda"  # one kernel for the whole update instead of one per tensor
-    optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate, weight_decay=t.weight_decay, fused=fused)
-    warmup = int(t.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup))
+    Every rank builds the same model and optimizer from the same seed; only rank 0 sends progress events
+    and writes checkpoint files, and every rank reports each checkpoint (it is a barrier).
+    """
 
-    # resume: Ray's latest checkpoint (after a worker crash or a rerun of the same run), else the driver's
-    step = 0
-    checkpoint = ray.train.get_checkpoint()
-    resume_dir = config.get("resume_from")
-    with contextlib.ExitStack() as stack:
-        candidates = [Path(resume_dir)] if resume_dir else []
-        if checkpoint is not None:
-            candidates.append(Path(stack.enter_context(checkpoint.as_directory())))
-        if candidates:
-            latest = max(candidates, key=lambda f: json.loads((f / STATE_FILE).read_text())["step"])
-            step = load_checkpoint(latest, model, optimizer, scheduler)["step"]
-    sink = config.get("sink") if rank == 0 else None
-    fmt = models.PromptFormat(**config["prompt_format"])
-    local_ckpt_root = config.get("local_checkpoint_root")
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.cfg = SteepConfig.model_validate(config["cfg"])
+        self.kind: str = config["kind"]
+        self.examples: list[dict[str, list[int]]] = config["examples"]
+        self.step = 0  # optimizer steps done over all epochs; a restored checkpoint moves it on
 
-    def checkpoint_now(epoch: int, final: bool, metrics: dict[str, Any]) -> None:
-        """All ranks report (it is a barrier); rank 0 writes the files."""
-        folder = Path(tempfile.mkdtemp(prefix="steep-ckpt-")) if local_ckpt_root is None else None
-        if local_ckpt_root is not None:  # in-process mode: Ray does not persist, so write in place
-            folder = Path(local_ckpt_root) / f"checkpoint_{step:06d}"
-        assert folder is not None
-        if rank == 0:
-            state = {"step": step, "epoch": epoch, "total_steps": total_steps, "final": final}
-            save_checkpoint(folder, model, optimizer, scheduler, state)
-            if final:
-                export_model(folder / MODEL_DIR, model, tokenizer, fmt)
-        report = {**metrics, "step": step, "epoch": epoch, "final": final}
-        ckpt = ray.train.Checkpoint.from_directory(str(folder)) if rank == 0 else None
-        ray.train.report(report, checkpoint=ckpt)
-        if local_ckpt_root is None:
-            shutil.rmtree(folder, ignore_errors=True)
-        if sink is not None:
-            sink.put_nowait({"event": "checkpoint", "step": step, "final": final})
+    # ----------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        """In this order: the seed before the model, the schedule's length before the optimizer, then a
+        restore into model and optimizer."""
+        self._setup_process()
+        self._setup_device_and_precision()
+        self._setup_model()
+        self._setup_data()
+        self._setup_optimizer()
+        self._restore_checkpoint()
+        self._setup_reporting()
 
-    if sink is not None:
-        start = {"event": "start", "step": step, "total_steps": total_steps, "world": world}
-        sink.put_nowait({**start, "precision": precision})
-    reports = StepReports(sink, lag=device.type == "cuda")
-    fail_at = config.get("fail_at_step")
-    first_epoch = step // steps_per_epoch if steps_per_epoch else 0
-    for epoch in range(first_epoch, t.epochs):
-        batches = plan_batches(lengths, t.batch_size, cfg.project.seed, epoch, world)
-        for index, batch_ids in enumerate(batches):
-            if epoch * steps_per_epoch + index < step:
-                continue  # done before the restart
-            if step >= total_steps:
+    def _setup_process(self) -> None:
+        import ray.train  # late, like every Ray import here: see the module docstring
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        torch.set_num_threads(self.config["threads"])  # the driver splits a node's CPUs among its workers
+        torch.manual_seed(self.cfg.project.seed)  # before the model: LoRA's initial weights repeat
+
+    def _setup_device_and_precision(self) -> None:
+        """`training.precision: auto` resolves here: this worker's node may differ from the driver's."""
+        import ray.train.torch
+
+        self.device = ray.train.torch.get_device() if self.cfg.training.use_gpu else torch.device("cpu")
+        self.precision = resolve_precision(self.cfg.training.precision, self.device)
+        bf16 = self.precision == "bf16"
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def _setup_model(self) -> None:
+        """The base model with the method applied (LoRA / soft prompt / full), wrapped in its loss and DDP."""
+        import ray.train.torch
+
+        t, model_dir = self.cfg.training, Path(self.config["model_dir"])
+        self.tokenizer = models.load_tokenizer(model_dir, self.kind)
+        base = models.load_model(model_dir, self.kind, attention=t.attention)
+        self.model = models.apply_method(base, t, self.kind)
+        self.model.train()
+        self.step_module = loss_module(self.model, self.kind, t.method).to(self.device)
+        if self.world > 1:  # DDP: backward() averages the gradients over the workers
+            self.step_module = ray.train.torch.prepare_model(self.step_module, move_to_device=False)
+
+    def _setup_data(self) -> None:
+        """Token lengths for the batch plan; the schedule's length: epochs x steps, capped by max_steps."""
+        t = self.cfg.training
+        self.lengths = [models.example_tokens(e, self.kind) for e in self.examples]
+        plan = plan_batches(self.lengths, t.batch_size, self.cfg.project.seed, 0, self.world)
+        self.steps_per_epoch = len(plan)
+        self.total_steps = min(t.max_steps or math.inf, self.steps_per_epoch * t.epochs)
+        model = self.cfg.model
+        self.pack_width = model.max_source_tokens + model.max_target_tokens if t.packing else None
+
+    def _setup_optimizer(self) -> None:
+        """AdamW on the trainable weights only; the rate warms up, then falls linearly to 0 at the end."""
+        t = self.cfg.training
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        fused = self.device.type == "cuda"  # one kernel for the whole update instead of one per tensor
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=t.learning_rate, weight_decay=t.weight_decay, fused=fused
+        )
+        schedule = lr_lambda(self.total_steps, warmup_steps=int(t.warmup_ratio * self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def _restore_checkpoint(self) -> None:
+        """The later of Ray's latest checkpoint (a worker crash, a rerun) and the driver's `resume_from`.
+
+        The driver passes the newest complete checkpoint on disk: one a killed driver never registered
+        with Ray is newer than Ray's.
+        """
+        import ray.train
+
+        resume_dir = self.config.get("resume_from")
+        checkpoint = ray.train.get_checkpoint()
+        with contextlib.ExitStack() as stack:
+            candidates = [Path(resume_dir)] if resume_dir else []
+            if checkpoint is not None:
+                candidates.append(Path(stack.enter_context(checkpoint.as_directory())))
+            if candidates:
+                latest = max(candidates, key=lambda f: json.loads((f / STATE_FILE).read_text())["step"])
+                self.step = load_checkpoint(latest, self.model, self.optimizer, self.scheduler)["step"]
+
+    def _setup_reporting(self) -> None:
+        """Progress goes through StepReports: on GPU a step's loss is read one step late, without a stall."""
+        self.sink = self.config.get("sink") if self.rank == 0 else None  # rank 0 speaks for all
+        self.reports = StepReports(self.sink, lag=self.device.type == "cuda")
+
+    # ----------------------------------------------------------------------------------------- train
+    def train(self) -> None:
+        """Each epoch from the restored step on, a checkpoint after each; the last one is final."""
+        epochs = self.cfg.training.epochs
+        start = {"event": "start", "step": self.step, "total_steps": self.total_steps, "world": self.world}
+        self._send({**start, "precision": self.precision})
+        first_epoch = self.step // self.steps_per_epoch if self.steps_per_epoch else 0
+        for epoch in range(first_epoch, epochs):
+            self._train_epoch(epoch)
+            if self.step >= self.total_steps:
                 break
-            if fail_at is not None and step == fail_at and rank == world - 1:
-                _fail_once(Path(config["fail_marker"]), step)
-            started = time.perf_counter()
-            mine = make_batch(
-                examples, batch_ids[rank::world], lengths, tokenizer.pad_token_id, kind, pack_width
-            )
-            batch = {k: v.to(device, non_blocking=True) for k, v in mine.items()}
-            try:
-                with autocast:
-                    loss = step_module(**batch)
-                loss.backward()
-            except (torch.OutOfMemoryError, MemoryError) as exc:
-                raise BatchTooLargeError(oom_message(t.batch_size, world)) from exc
-            except RuntimeError as exc:
-                if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
-                    raise
-                raise BatchTooLargeError(oom_message(t.batch_size, world)) from exc
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if sink is not None:
-                tokens = sum(lengths[i] for i in batch_ids)  # real tokens of the global batch, no padding
-                seconds = time.perf_counter() - started
-                reports.add(
-                    {"event": "step", "step": step, "epoch": epoch, "lr": lr, "tokens": tokens,
-                     "seconds": seconds, "time": time.time()}, loss,
-                )  # fmt: skip
-            if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and step < total_steps:
-                checkpoint_now(epoch, final=False, metrics={"loss": reports.flush()})
-        if step >= total_steps:
-            break
-        if epoch < t.epochs - 1:
-            checkpoint_now(epoch, final=False, metrics={"loss": reports.flush()})
-    checkpoint_now(t.epochs - 1, final=True, metrics={"loss": reports.flush()})
+            if epoch < epochs - 1:
+                self._checkpoint(epoch, final=False)
+        self._checkpoint(epochs - 1, final=True)
+
+    def _train_epoch(self, epoch: int) -> None:
+        """The epoch's batch plan (a pure function of seed and epoch), skipping what ran before a restart."""
+        t = self.cfg.training
+        batches = plan_batches(self.lengths, t.batch_size, self.cfg.project.seed, epoch, self.world)
+        for index, batch_ids in enumerate(batches):
+            if epoch * self.steps_per_epoch + index < self.step:
+                continue  # done before the restart
+            if self.step >= self.total_steps:
+                break
+            self._train_step(epoch, batch_ids)
+            every = t.checkpoint_every_steps
+            if every and self.step % every == 0 and self.step < self.total_steps:
+                self._checkpoint(epoch, final=False)
+
+    def _train_step(self, epoch: int, batch_ids: list[int]) -> None:
+        """One optimizer step; `batch_ids` is the global batch, of which this rank takes every world-th."""
+        self._maybe_fail()
+        started = time.perf_counter()
+        mine = make_batch(
+            self.examples, batch_ids[self.rank :: self.world], self.lengths, self.tokenizer.pad_token_id,
+            self.kind, self.pack_width,
+        )  # fmt: skip
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in mine.items()}
+        loss = self._forward_backward(batch)
+        lr = self._optimizer_step()
+        self.step += 1
+        if self.sink is not None:
+            tokens = sum(self.lengths[i] for i in batch_ids)  # real tokens of the global batch, no padding
+            seconds = time.perf_counter() - started
+            self.reports.add(
+                {"event": "step", "step": self.step, "epoch": epoch, "lr": lr, "tokens": tokens,
+                 "seconds": seconds, "time": time.time()}, loss,
+            )  # fmt: skip
+
+    def _forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss and gradients; out of memory becomes an error that names the settings to lower."""
+        try:
+            with self.autocast:
+                loss = self.step_module(**batch)
+            loss.backward()
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise BatchTooLargeError(oom_message(self.cfg.training.batch_size, self.world)) from exc
+        return loss
+
+    def _optimizer_step(self) -> float:
+        """Clip, step, move the schedule on; -> the learning rate this step used."""
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return lr
+
+    def _checkpoint(self, epoch: int, final: bool) -> None:
+        """All ranks report (it is a barrier); rank 0 writes the files, the final one with the model."""
+        import ray.train
+
+        metrics = {"loss": self.reports.flush(), "step": self.step, "epoch": epoch, "final": final}
+        local_root = self.config.get("local_checkpoint_root")
+        if local_root is None:  # Ray copies the folder into its storage
+            folder = Path(tempfile.mkdtemp(prefix="steep-ckpt-"))
+        else:  # in-process mode: Ray does not persist, so write in place
+            folder = Path(local_root) / f"checkpoint_{self.step:06d}"
+        if self.rank == 0:
+            state = {"step": self.step, "epoch": epoch, "total_steps": self.total_steps, "final": final}
+            save_checkpoint(folder, self.model, self.optimizer, self.scheduler, state)
+            if final:
+                fmt = models.PromptFormat(**self.config["prompt_format"])
+                export_model(folder / MODEL_DIR, self.model, self.tokenizer, fmt)
+        checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if self.rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+        if local_root is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._send({"event": "checkpoint", "step": self.step, "final": final})
+
+    def _send(self, event: dict[str, Any]) -> None:
+        """An event for the driver's progress bar and MLflow logger (rank 0 only; fire and forget)."""
+        if self.sink is not None:
+            self.sink.put_nowait(event)
+
+    def _maybe_fail(self) -> None:
+        """Fault injection (`fail_at_step`): the last rank crashes once when it reaches that step."""
+        fail_at = self.config.get("fail_at_step")
+        if fail_at is not None and self.step == fail_at and self.rank == self.world - 1:
+            _fail_once(Path(self.config["fail_marker"]), self.step)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """torch's and Python's out-of-memory errors, and the CPU allocator's plain RuntimeError."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return "can't allocate memory" in str(exc) or "out of memory" in str(exc)
 
 
 def _fail_once(marker: Path, step: int) -> None:

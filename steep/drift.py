@@ -26,19 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 
-from steep.config import DriftConfig
+from steep.config import DriftConfig, SteepConfig
 from steep.errors import SteepError
 from steep.inference_log import hash_word, words
+from steep.stack import current
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from steep.config import SteepConfig
-    from steep.data import Splits
-
-__all__ = ["words"]
 
 EPS = 1e-4
 LENGTH_BINS = 5  # quintiles: at min_window_rows=50 each bin still expects 10 rows
@@ -91,14 +88,6 @@ class Sample:
         for row in self.vocab:
             counts.update(row)
         return counts
-
-
-def word_counts(texts: Iterable[str]) -> Counter:
-    """Document frequency of plain (unhashed) words, for tests and plots."""
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(set(words(text)))
-    return counts
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -279,7 +268,10 @@ _KEYS = {
 # --------------------------------------------------------------------------------------------- reference
 @dataclass(frozen=True)
 class Reference:
-    """The champion's training split, rebuilt from the configured data, and whether it is the same data."""
+    """The champion's training split, rebuilt from the configured data, and whether it is the same data.
+
+    `steep.pipeline.drift_check.champion_reference` builds it (load, validate, split as `steep run` did).
+    """
 
     sample: Sample
     champion_version: str | None
@@ -302,42 +294,10 @@ class Reference:
         )
 
 
-def configured_splits(cfg: SteepConfig) -> Splits:
-    """The splits `steep run` makes of the configured data now: load, validate (dropping bad rows), split."""
-    from steep.data import load_dataset, split_dataset
-    from steep.validation import validate_frame
-
-    report = validate_frame(load_dataset(cfg).frame, cfg)
-    if not report.passed or report.clean is None:
-        raise DriftError(
-            "the configured training data fails validation now, so the champion's training split cannot be "
-            "rebuilt as the drift reference; `steep validate` shows why"
-        )
-    return split_dataset(report.clean, cfg.data.split, cfg.project.seed)
-
-
-def champion_reference(cfg: SteepConfig, salt: str) -> Reference:
-    """Rebuild the champion's training split: load, validate, split as `steep run` did; check the digest.
-
-    MLflow must already point at the stack's tracking server (`steep.tracking.setup`).
-    """
-    from steep.registry import CHAMPION, Registry, model_name
-
-    champion = Registry(model_name(cfg)).alias(CHAMPION)
-    splits = configured_splits(cfg)
-    train = splits.train
-    return Reference(
-        sample=Sample.from_texts(train["text"], salt, groups=list(train["group"])),
-        champion_version=str(champion.version) if champion is not None else None,
-        digest=splits.digests["train"],
-        champion_digest=(champion.tags.get("steep.split_digest.train") if champion is not None else None),
-    )
-
-
 # --------------------------------------------------------------------------------------------- plot
 def drift_plot(reference: Sample, current: Sample, report: DriftReport, path: Path) -> Path:
     """Input-length histograms (training vs window) and each metric against its limit."""
-    import matplotlib
+    import matplotlib  # heavy, and only a report with metrics draws; the backend is set before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -417,8 +377,6 @@ def _garble(token: str, rng: random.Random) -> str:
 
 def serving_url(cfg: SteepConfig) -> str:
     """Where the summarizer listens: the stack's serving_url, else serving.host:serving.port."""
-    from steep.stack import current
-
     stack = current(cfg)
     if stack is not None and stack.serving_url.startswith(("http://", "https://")):
         return stack.serving_url.rstrip("/")
@@ -437,8 +395,6 @@ def send_texts(
     url: str, texts: Sequence[str], batch_size: int, api_key: str | None = None, timeout: float = 300.0
 ) -> Sent:
     """POST the texts to `<url>/summarize` in batches of `batch_size`; any failed request stops with why."""
-    import httpx
-
     headers = {"X-API-Key": api_key} if api_key else {}
     sent = Sent()
     with httpx.Client(base_url=url, timeout=timeout, headers=headers) as client:

@@ -3,15 +3,22 @@
 One JSON line per summarized text, in daily files `<home>/inference/YYYY-MM-DD.jsonl`. Full texts are kept
 only when `serving.log_texts: true`; otherwise a row holds statistics and salted hashes of its distinct words,
 which is enough for the drift check (lengths, vocabulary shift, PII flags) without keeping what users sent.
+
+The hashes are only private while the salt is secret: it is generated once per stack (`inference_salt`), kept
+out of steep.yaml and the repository, and the drift check reads it the same way to hash its reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import secrets
+import tempfile
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +26,10 @@ from typing import Any
 import pandas as pd
 
 from steep.config import SteepConfig
+from steep.errors import SteepError
 from steep.pii import EMAIL, PHONE
+
+SALT_ENV = "STEEP_INFERENCE_SALT"  # a pod gets the salt here, from a Kubernetes Secret
 
 _WORD = re.compile(r"[a-z0-9']+")
 _EMAIL = re.compile(EMAIL)
@@ -53,6 +63,52 @@ def words(text: str) -> list[str]:
 
 def hash_word(word: str, salt: str) -> str:
     return hashlib.blake2b(word.encode(), key=salt.encode()[:64], digest_size=5).hexdigest()
+
+
+def salt_file(home: Path) -> Path:
+    """Where a stack keeps its salt when the environment does not carry one."""
+    return Path(home) / "secrets" / "inference-salt"
+
+
+def inference_salt(cfg: SteepConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The secret key of the word hashes: $STEEP_INFERENCE_SALT, else the stack's salt file (made once).
+
+    Not derived from anything in steep.yaml: whoever reads the config could otherwise hash a dictionary and
+    read the logged words back.
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get(SALT_ENV, "").strip() or _read_or_create(salt_file(cfg.home))
+
+
+def _read_or_create(path: Path) -> str:
+    """Read the salt file, first writing a new random salt when there is none.
+
+    The salt is written to a private temporary file (mode 0600) and hard-linked into place: a link never
+    replaces an existing file, so of two processes starting at once the first one's salt is the salt of both,
+    and nobody ever reads a half-written file.
+    """
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ignore = path.parent / ".gitignore"  # a project.home inside a repository must not publish it
+        if not ignore.exists():
+            ignore.write_text("*\n")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first: its salt is ours
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    salt = path.read_text().strip()
+    if not salt:
+        raise SteepError(
+            f"the inference-log salt file {path} is empty: delete it to make a new salt "
+            "(rows logged before cannot be compared with the new one's hashes)"
+        )
+    return salt
 
 
 def record(
@@ -98,7 +154,8 @@ class InferenceLog:
 
     @classmethod
     def for_config(cls, cfg: SteepConfig) -> InferenceLog:
-        return cls(cfg.home / "inference", salt=cfg.project.name)
+        """The log of cfg's project with its stack's salt: the server and the drift check both open it so."""
+        return cls(cfg.home / "inference", salt=inference_salt(cfg))
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -121,7 +178,7 @@ class InferenceLog:
         for path in sorted(self.root.glob("*.jsonl")):
             if path.stem < start.strftime("%Y-%m-%d"):
                 continue
-            frames.append(pd.read_json(path, lines=True, dtype=False, convert_dates=False))
+            frames.append(pd.read_json(path, lines=True, dtype=False))  # no column is named like a date
         if not frames:
             return pd.DataFrame(columns=COLUMNS)
         rows = pd.concat(frames, ignore_index=True)

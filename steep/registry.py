@@ -1,4 +1,4 @@
-"""The MLflow model registry: versions, the `challenger` and `champion` aliases, the promotion gate.
+"""The MLflow model registry: versions, the `challenger` and `champion` aliases, the promotion rule.
 
 The champion moves only through `promote()` (one alias write, after the gate and any approval), so a failed
 or interrupted run can never leave it half-moved. Each promotion is appended to a history kept on the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -21,7 +21,8 @@ from steep.errors import SteepError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-METRICS = ("rouge1", "rouge2", "rougeL")
+# the ROUGE metrics evaluation scores and the gate compares: the choices of `evaluation.metric`
+METRICS: tuple[str, ...] = get_args(EvaluationConfig.model_fields["metric"].annotation)
 _HISTORY_TAG = "steep.champion_history"
 
 
@@ -33,7 +34,7 @@ def model_name(cfg: SteepConfig) -> str:
     return f"{cfg.project.name}-summarizer"
 
 
-# --------------------------------------------------------------------------------------------- the gate
+# --------------------------------------------------------------------------------------------- promotion
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
@@ -50,14 +51,14 @@ class GateDecision:
         return f"{verdict}: {scores} ({because})"
 
 
-def gate(
+def promotion_decision(
     rules: EvaluationConfig,
     challenger: dict[str, float],
     champion: dict[str, float] | None,
     base: dict[str, float],
     champion_label: str = "champion",
 ) -> GateDecision:
-    """Decide promotion from scores (0..1) against the champion, or the base model when there is none."""
+    """The gate: decide promotion from scores (0..1) against the champion, or the base model without one."""
     metric = rules.metric
     reference, reference_name = (champion, champion_label) if champion is not None else (base, "base model")
     score, ref = challenger[metric], reference[metric]

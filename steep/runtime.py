@@ -31,10 +31,15 @@ class Runtime:
 
     @property
     def tracking_uri(self) -> str | None:
-        """MLFLOW_TRACKING_URI (a container's setting), else the stack's server; None: the embedded db."""
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            return os.environ["MLFLOW_TRACKING_URI"]
-        return self.stack.mlflow_tracking_uri if self.stack else None
+        """The stack's server, else MLFLOW_TRACKING_URI (a container's setting); None: the embedded db.
+
+        MLflow itself exports MLFLOW_TRACKING_URI once a process set a tracking URI, so the embedded db's
+        own URI found there still means the embedded db.
+        """
+        if self.stack is not None:
+            return self.stack.mlflow_tracking_uri
+        given = os.environ.get("MLFLOW_TRACKING_URI")
+        return given if given and given != tracking.default_tracking_uri(self.cfg) else None
 
     @property
     def ray_address(self) -> str | None:

@@ -1,7 +1,12 @@
-"""Run the training-data suite with Great Expectations, apply the bad-row policy, write Data Docs.
+"""Great Expectations machinery: the data context, a suite of rules run as a checkpoint, the bad-row policy.
 
-Two passes when `on_bad_rows: drop`: the first finds the bad rows (and is what the report counts), the second
-checks that what is left still passes the table-level rules (e.g. enough rows remain).
+Which rules a table is held to lives in expectations/ (the training-data and inference-batch suites); this
+module runs any list of `Rule`s the same way, so both suites share one context under project.home, one
+Data Docs site and one reading of GX's results.
+
+`validate_rows` applies the bad-row policy in two passes when it is "drop": the first finds the bad rows
+(and is what the report counts), the second checks that what is left still passes the table-level rules
+(e.g. enough rows remain).
 """
 
 from __future__ import annotations
@@ -11,14 +16,35 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from expectations.training_data import SUITE_NAME, Rule, training_rules, with_lengths
-from steep.config import SteepConfig
+if TYPE_CHECKING:
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context import AbstractDataContext
 
 SAMPLE_IDS = 5
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation plus how steep treats its failures."""
+
+    name: str
+    expectation: gxe.Expectation
+    row_level: bool  # failures point at rows, which `on_bad_rows: drop` can remove
+    blocking: bool  # a failure fails the run (False: reported as a warning)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one rule found in one checkpoint run."""
+
+    rule: Rule
+    success: bool
+    result: dict[str, Any]  # GX's result: unexpected_count, element_count, observed_value, ...
+    unexpected_index: list[Any]  # the table index of the rows breaking the rule
 
 
 @dataclass(frozen=True)
@@ -72,8 +98,10 @@ class ValidationReport:
         }
 
 
-def _gx_context(home: Path):
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# --------------------------------------------------------------------------------------------- GX
+def gx_context(home: Path) -> AbstractDataContext:
+    """The file-backed GX context of a project (its stores and Data Docs under `home`/gx), quiet."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # read when great_expectations is imported
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -84,56 +112,76 @@ def _gx_context(home: Path):
     return context
 
 
-def _run_suite(context, rules: list[Rule], frame: pd.DataFrame, run_name: str):
-    """One GX checkpoint run over `frame`; returns the validation result and the Data Docs index path."""
+def data_docs_index(home: Path) -> Path | None:
+    """The Data Docs front page the checkpoints of `gx_context(home)` update, once one was written."""
+    index = Path(home) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return index if index.exists() else None
+
+
+def run_suite(
+    context: AbstractDataContext,
+    suite: str,
+    rules: list[Rule],
+    frame: pd.DataFrame,
+    *,
+    source: str,
+    asset: str,
+    data_docs: bool = True,
+    run_name: str | None = None,
+) -> list[Outcome]:
+    """One GX checkpoint run of `rules` (as the suite `suite`) over `frame`; -> one outcome per rule.
+
+    `source` and `asset` name the pandas data source and asset the checkpoint reads; `data_docs` updates
+    the Data Docs site. An expectation that raised (rather than failed) raises RuntimeError.
+    """
     import great_expectations as gx
 
-    source = context.data_sources.add_or_update_pandas("steep")
-    try:
-        asset = source.get_asset("training_data")
-    except LookupError:
-        asset = source.add_dataframe_asset("training_data")
-    try:
-        batch = asset.get_batch_definition("whole")
-    except KeyError:
-        batch = asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add_or_update(
-        gx.ExpectationSuite(name=SUITE_NAME, expectations=[copy.copy(r.expectation) for r in rules])
+    pandas_source = context.data_sources.add_or_update_pandas(source)  # a fresh source: no assets yet
+    batch = pandas_source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe("whole")
+    expectation_suite = context.suites.add_or_update(
+        gx.ExpectationSuite(name=suite, expectations=[copy.copy(r.expectation) for r in rules])
     )
     definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=SUITE_NAME, data=batch, suite=suite)
+        gx.ValidationDefinition(name=suite, data=batch, suite=expectation_suite)
     )
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if data_docs else []
     checkpoint = context.checkpoints.add_or_update(
         gx.Checkpoint(
-            name=SUITE_NAME,
+            name=suite,
             validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            actions=actions,
             result_format={"result_format": "COMPLETE"},
         )
     )
-    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=gx.RunIdentifier(run_name=run_name))
+    run_id = gx.RunIdentifier(run_name=run_name) if run_name else None
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
     (validation,) = result.run_results.values()
-    return validation
-
-
-def _rule_results(
-    validation, rules: list[Rule], frame: pd.DataFrame
-) -> tuple[list[RuleResult], dict[str, list]]:
-    by_rule = {r.expectation.meta["steep_rule"]: r for r in rules}
-    results, bad_index = [], {}
+    by_rule = {r.name: r for r in rules}
+    outcomes = []
     for res in validation.results:
         rule = by_rule[res.expectation_config.meta["steep_rule"]]
-        info = res.result or {}
-        index = list(info.get("unexpected_index_list") or [])
         if res.exception_info and res.exception_info.get("raised_exception"):
             raise RuntimeError(
                 f"expectation {rule.name!r} raised: {res.exception_info.get('exception_message')}"
             )
+        info = res.result or {}
+        index = list(info.get("unexpected_index_list") or [])
+        outcomes.append(Outcome(rule, bool(res.success), info, index))
+    return outcomes
+
+
+# --------------------------------------------------------------------------------------------- bad rows
+def _rule_results(
+    outcomes: list[Outcome], rules: list[Rule], frame: pd.DataFrame
+) -> tuple[list[RuleResult], dict[str, list]]:
+    results, bad_index = [], {}
+    for out in outcomes:
+        rule, info, index = out.rule, out.result, out.unexpected_index
         ids = [str(frame.loc[i, "id"]) for i in index[:SAMPLE_IDS] if i in frame.index]
         results.append(
             RuleResult(
                 name=rule.name,
-                success=bool(res.success),
+                success=out.success,
                 blocking=rule.blocking,
                 row_level=rule.row_level,
                 unexpected_count=int(info.get("unexpected_count") or 0),
@@ -142,32 +190,45 @@ def _rule_results(
                 sample_ids=ids,
             )
         )
-        if rule.row_level and rule.blocking and not res.success:
+        if rule.row_level and rule.blocking and not out.success:
             bad_index[rule.name] = index
     order = {r.name: i for i, r in enumerate(rules)}
     return sorted(results, key=lambda r: order[r.name]), bad_index
 
 
-def validate_frame(frame: pd.DataFrame, cfg: SteepConfig) -> ValidationReport:
-    """Validate a canonical table; with `on_bad_rows: drop` the report's `clean` frame lacks the bad rows."""
-    v = cfg.validation
-    rules = training_rules(v)
-    context = _gx_context(cfg.home)
-    table = with_lengths(frame.reset_index(drop=True))
-    validation = _run_suite(context, rules, table, "find-bad-rows")
-    results, bad_index = _rule_results(validation, rules, table)
-    rows_in = len(table)
+def validate_rows(
+    table: pd.DataFrame,
+    rules: list[Rule],
+    *,
+    home: Path,
+    suite: str,
+    policy: str,
+    source: str,
+    asset: str,
+) -> ValidationReport:
+    """Hold `table` (one row per record, ids in an `id` column) to `rules`, with the bad-row policy.
+
+    With policy "drop" the blocking row-level failures are dropped and the rest is checked again; the
+    report's `clean` frame is what is left (None when the table fails). The checkpoint updates Data Docs.
+    """
+    table = table.reset_index(drop=True)
+    context = gx_context(home)
+    run = {"source": source, "asset": asset}
+    results, bad_index = _rule_results(
+        run_suite(context, suite, rules, table, run_name="find-bad-rows", **run), rules, table
+    )
     dropped: dict[str, list[str]] = {}
     clean = table
-    if v.on_bad_rows == "drop" and bad_index:
+    if policy == "drop" and bad_index:
         seen: set[int] = set()
         for name, index in bad_index.items():
             fresh = [i for i in index if i not in seen]
             seen.update(fresh)
             dropped[name] = [str(table.loc[i, "id"]) for i in fresh]
         clean = table.drop(index=sorted(seen)).reset_index(drop=True)
-        second = _run_suite(context, rules, clean, "after-drop")
-        after, _ = _rule_results(second, rules, clean)
+        after, _ = _rule_results(
+            run_suite(context, suite, rules, clean, run_name="after-drop", **run), rules, clean
+        )
         # keep what the first pass found on rows; take the verdicts from what is left after dropping
         results = [
             replace(
@@ -179,14 +240,13 @@ def validate_frame(frame: pd.DataFrame, cfg: SteepConfig) -> ValidationReport:
             for first, then in zip(results, after, strict=True)
         ]
     passed = all(r.success or not r.blocking for r in results)
-    docs = Path(cfg.home) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return ValidationReport(
         passed=passed,
-        policy=v.on_bad_rows,
-        rows_in=rows_in,
+        policy=policy,
+        rows_in=len(table),
         rows_out=len(clean),
         results=results,
         dropped=dropped,
-        data_docs=docs if docs.exists() else None,
-        clean=clean[["id", "group", "text", "summary"]] if passed else None,
+        data_docs=data_docs_index(home),
+        clean=clean if passed else None,
     )

@@ -1,1 +1,1 @@
-"""The summarizer service: `bentoml serve bentos.summarizer.service:Summarizer` (or `steep serve`)."""
+"""The summarizer service: `bentoml serve bentos.summarizer.service:SummarizerService` (or `steep serve`)."""

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import bentoml
 
-from steep import serving
 from steep.quiet import quiet_third_parties
+from steep.serving.engine import Engine
+from steep.serving.handoff import service_config
+from steep.serving.middleware import ApiKeyMiddleware, WebPageMiddleware
+from steep.serving.schema import Summary, texts_type
 
 quiet_third_parties()  # the server is a process of its own, started by bentoml, not by steep's CLI
 
-CONFIG = serving.service_config(arguments=vars(bentoml.use_arguments()))
+CONFIG = service_config(arguments=vars(bentoml.use_arguments()))
 LIMITS = CONFIG.serving
-Texts = serving.texts_type(LIMITS)
+Texts = texts_type(LIMITS)
 
 
 @bentoml.service(
@@ -27,18 +30,18 @@ Texts = serving.texts_type(LIMITS)
     endpoints={"livez": "/healthz", "readyz": "/readyz"},
     http={"port": LIMITS.port},
 )
-class Summarizer:
+class SummarizerService:
     """Summaries of legal text, each tagged with the model name, version and run that wrote it."""
 
     def __init__(self) -> None:
-        self.engine = serving.Engine.from_config(CONFIG)
+        self.engine = Engine.from_config(CONFIG)
 
     @bentoml.api(
         batchable=LIMITS.max_batch_size > 1,
         max_batch_size=max(LIMITS.max_batch_size, 2),
         max_latency_ms=LIMITS.max_latency_ms,
     )
-    def summarize(self, texts: Texts) -> list[serving.Summary]:
+    def summarize(self, texts: Texts) -> list[Summary]:
         """One text or a list of texts -> one summary per text, in order."""
         return self.engine.summarize(texts)
 
@@ -50,6 +53,5 @@ class Summarizer:
         self.engine.close()
 
 
-Summarizer.add_asgi_middleware(
-    serving.Gate, page=Path(__file__).parent / "static" / "index.html", serving=LIMITS
-)
+SummarizerService.add_asgi_middleware(WebPageMiddleware, page=Path(__file__).parent / "static" / "index.html")
+SummarizerService.add_asgi_middleware(ApiKeyMiddleware, serving=LIMITS)

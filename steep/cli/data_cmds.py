@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.data import load_dataset, seed_cache, split_dataset
-from steep.validation import ValidationReport, validate_frame
+from steep.data import load_dataset, seed_cache
+from steep.validation import ValidationReport
 
 data_app = typer.Typer(help="Look at and prepare the training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -56,9 +56,10 @@ def print_report(report: ValidationReport) -> None:
 @app.command("validate")
 def validate(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Check the training data with Great Expectations; exit 1 when it fails."""
+    from steep.pipeline.prepare import validate_dataset  # GX loads in seconds: not on every `steep` start-up
+
     cfg = load(config, sets)
-    dataset = load_dataset(cfg)
-    report = validate_frame(dataset.frame, cfg)
+    report = validate_dataset(cfg, load_dataset(cfg))
     print_report(report)
     if not report.passed:
         raise typer.Exit(1)
@@ -83,10 +84,11 @@ def seed(
 
 @data_app.command("show")
 def show(config: ConfigOpt = None, sets: SetOpt = None) -> None:
-    """Rows, groups and digests of the data and of each split."""
-    cfg = load(config, sets)
-    dataset = load_dataset(cfg)
-    splits = split_dataset(dataset.frame, cfg.data.split, cfg.project.seed)
+    """Rows, groups and digests of the data and of each split (as `steep run` splits and tags them)."""
+    from steep.pipeline.prepare import prepare_splits  # GX loads in seconds: not on every `steep` start-up
+
+    prepared = prepare_splits(load(config, sets))
+    dataset, splits = prepared.dataset, prepared.splits
     table = Table(title=f"{dataset.source}")
     for col in ("part", "rows", "groups", "digest"):
         table.add_column(col)
@@ -94,3 +96,9 @@ def show(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     for name, part in splits.items():
         table.add_row(name, str(len(part)), str(part["group"].nunique()), splits.digests[name][:16])
     console.print(table)
+    report = prepared.report
+    if report.rows_out != report.rows_in:
+        console.print(
+            f"the splits hold the {report.rows_out} rows that pass validation "
+            f"({report.rows_in - report.rows_out} dropped; `steep validate` shows which)"
+        )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from steep import deploy
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
 from steep.runtime import Runtime
 
@@ -31,14 +32,11 @@ def deploy_cmd(
     ] = True,
 ) -> None:
     """Register the finetune, drift-check and teardown deployments; start a local worker."""
-    from steep import deploy
-    from steep.stack import current
-
     cfg = load(config, sets)
-    stack = current(cfg)
+    runtime = Runtime.of(cfg)
     if not dry_run:
-        Runtime.of(cfg).use_prefect()  # before Prefect is imported: its settings are read once
-    plan = deploy.plan(cfg, stack, file, project_dir=cfg.root)
+        runtime.use_prefect()  # before Prefect is imported: its settings are read once
+    plan = deploy.plan(cfg, runtime.stack, file, project_dir=cfg.root)
     if dry_run:
         typer.echo(plan.describe())
         return

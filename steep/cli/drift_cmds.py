@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from steep import drift
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
 from steep.runtime import Runtime
+from steep.serving.auth import api_key
 
 drift_app = typer.Typer(
     help="Drift monitoring: check the inference window, simulate shifted traffic.", no_args_is_help=True
@@ -29,6 +31,7 @@ def check(
     """Compare the recent inference window with the champion's training data; log the report to MLflow."""
     cfg = load(config, sets)
     Runtime.of(cfg).use_prefect()
+    # Prefect reads its settings once, when imported: only after use_prefect()
     from flows.drift import drift_check_flow
 
     report = drift_check_flow(cfg, emit=emit)
@@ -80,18 +83,16 @@ def simulate(
     seed: Annotated[int, typer.Option(help="seed for the generated texts")] = 0,
 ) -> None:
     """Send shifted inputs through the running server, so the next drift check has something to find."""
-    from steep import drift
-
     cfg = load(config, sets)
     count = rows or 2 * cfg.drift.min_window_rows
-    base = list(drift.configured_splits(cfg).test["text"]) if shift in ("none", "noise") else []
+    base: list[str] = []
+    if shift in ("none", "noise"):  # texts of the test split; GX (for its validation) loads in seconds
+        from steep.pipeline.drift_check import configured_splits
+
+        base = list(configured_splits(cfg).test["text"])
     texts = drift.shifted_texts(base, count, shift=shift, seed=seed)
     texts = [t[: cfg.serving.max_text_chars] for t in texts]
-    key = None
-    if cfg.serving.api_key_env:
-        from steep.serving import api_key
-
-        key = api_key(cfg.serving)
+    key = api_key(cfg.serving)  # None when serving.api_key_env is unset
     target = url or drift.serving_url(cfg)
     with console.status(f"sending {len(texts)} {shift} texts to {target} ..."):
         sent = drift.send_texts(target, texts, cfg.serving.max_texts, api_key=key)

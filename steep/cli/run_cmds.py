@@ -13,6 +13,7 @@ def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Run the pipeline: validate -> split -> train -> evaluate -> gate -> register -> promote -> package."""
     cfg = load(config, sets)
     Runtime.of(cfg).use_prefect()
+    # Prefect reads its settings once, when imported: only after use_prefect()
     from flows.finetune import finetune_flow
 
     outcome = finetune_flow(cfg)

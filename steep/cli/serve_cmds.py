@@ -9,18 +9,20 @@ from typing import Annotated
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.config import SteepConfig
 from steep.runtime import Runtime
-from steep.serving import ServingError, resolve_version
+from steep.serving import ServingError, process
+from steep.serving import package as pkg
+from steep.serving.auth import api_key
+from steep.serving.model_slot import resolve_version
 from steep.serving.package import ModelRef
 
 CLOUD_TARGETS = ("aws", "gcp", "azure")
 
 
-def _model(cfg: SteepConfig, selector: str | None) -> ModelRef:
+def _model(runtime: Runtime, selector: str | None) -> ModelRef:
     """The model version a selector (alias or number, default serving.model_alias) names now."""
-    registry = Runtime.of(cfg).registry()
-    number = resolve_version(registry, selector or cfg.serving.model_alias)
+    registry = runtime.registry()
+    number = resolve_version(registry, selector or runtime.cfg.serving.model_alias)
     mv = registry.version(number)
     return ModelRef(registry.name, str(mv.version), mv.run_id or "")
 
@@ -40,13 +42,11 @@ def serve(
     sets: SetOpt = None,
 ) -> None:
     """Serve the champion over HTTP on 127.0.0.1: POST /summarize, a web page at /, /docs, /metrics."""
-    from steep.serving import api_key, process
-
     cfg = load(config, sets)
     if model:
         cfg.serving.model_alias = model
     api_key(cfg.serving)  # a missing key variable stops here, not inside the server
-    ref = _model(cfg, None)
+    ref = _model(Runtime.of(cfg), None)
     port = port or cfg.serving.port
     url = f"http://{cfg.serving.host}:{port}"
     console.print(f"serving {ref.name} v{ref.version} ({cfg.serving.model_alias}) at [bold]{url}[/]")
@@ -102,13 +102,11 @@ def package(
     sets: SetOpt = None,
 ) -> None:
     """Build a bento of the served model version (tag v<version>); for a cloud stack also manifests."""
-    from steep.serving import package as pkg
-    from steep.stack import current
-
     cfg = load(config, sets)
-    ref = _model(cfg, version)
+    runtime = Runtime.of(cfg)
+    ref = _model(runtime, version)
     out = out or cfg.home / "package" / pkg.bento_version(ref.version)
-    stack = current(cfg)
+    stack = runtime.stack
     target = stack.target if stack else cfg.stack.target
     want_k8s = k8s if k8s is not None else (target in CLOUD_TARGETS or manifests_only)
     console.print(f"packaging {ref.name} v{ref.version} (run {ref.run_id[:12]})")
@@ -130,8 +128,5 @@ def package(
         console.print(
             f"[green]manifests[/] {path}: Deployment, Service, HorizontalPodAutoscaler ({ns}, {image})"
         )
-        if cfg.serving.api_key_env:
-            console.print(
-                f"create the key secret first: kubectl -n {ns} create secret generic "
-                f"{pkg.bento_name(cfg)}-api-key --from-literal=api-key=..."
-            )
+        for command in pkg.secret_commands(cfg, ns):
+            console.print(command, markup=False, soft_wrap=True)  # one line to copy

@@ -9,7 +9,10 @@ import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
 from steep.runtime import Runtime
-from steep.stack import core, health, lifecycle
+from steep.stack import health, lifecycle, teardown
+from steep.stack.contract import Stack, StackError
+from steep.stack.provision import provision as provision_stack
+from steep.stack.record import current, home_of, provisioned_targets, stack_file
 from steep.stack.terraform import TARGETS
 
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
@@ -43,13 +46,11 @@ def provision(
         console.print(summary, markup=False)
         return yes or typer.confirm("apply?", default=False)
 
-    stack = core.provision(
+    stack = provision_stack(
         cfg, target, ttl=ttl, budget=budget, confirm=confirm, echo=lambda s: console.print(s, markup=False),
         force_unlock=force_unlock,
     )  # fmt: skip
-    console.print(
-        f"[green]provisioned[/] {stack.target} stack; outputs in {core.stack_file(core.home_of(cfg))}"
-    )
+    console.print(f"[green]provisioned[/] {stack.target} stack; outputs in {stack_file(home_of(cfg))}")
     _print_outputs(stack)
 
 
@@ -59,25 +60,29 @@ def destroy(
 ) -> None:
     """Tear the stack down (teardown flow): stop serving, terraform destroy, verify empty, forget it."""
     cfg = load(config, sets)
-    home = core.home_of(cfg)
-    targets = core.provisioned_targets(home)
-    if not targets and not core.stack_file(home).exists():
+    home = home_of(cfg)
+    targets = provisioned_targets(home)
+    if not targets and not stack_file(home).exists():
         console.print("nothing to destroy: no stack is provisioned")
         return
     if not yes and not typer.confirm(f"destroy the {', '.join(targets)} stack under {home}?", default=False):
         raise typer.Exit(1)
     Runtime.of(cfg).use_prefect(stack_api=False)  # the teardown destroys the stack's own server
-    from flows.teardown import teardown
+    # Prefect takes seconds to import and reads its settings once, after use_prefect: only destroy needs it.
+    from flows import teardown as teardown_flow
 
-    try:
-        done = teardown(home=str(home), reason="steep destroy", force_unlock=force_unlock)
-    except RuntimeError as exc:
-        if "Prefect API" not in str(exc):
-            raise
+    problem = teardown_flow.api_problem()
+    if problem is None:
+        done = teardown_flow.teardown(home=str(home), reason="steep destroy", force_unlock=force_unlock)
+    else:
         # Destroying must not depend on the orchestrator: run the same steps without it.
-        console.print(f"[yellow]Prefect could not start ({exc}); tearing down without it[/]")
-        with core.locked(home, force_unlock):
-            done = core.destroy_steps(home, lambda line: console.print(line, markup=False))
+        console.print(f"[yellow]Prefect could not start ({problem}); tearing down without it[/]")
+        done = teardown.run(
+            home,
+            reason="steep destroy",
+            log=lambda line: console.print(line, markup=False),
+            force_unlock=force_unlock,
+        )
     console.print(f"[green]destroyed[/] {', '.join(done) or 'nothing'}; no resource and no process left")
 
 
@@ -85,9 +90,9 @@ def destroy(
 def status(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """What is provisioned, whether each service answers, and how long until the TTL/idle teardown."""
     cfg = load(config, sets)
-    stack = core.current(cfg)
+    stack = current(cfg)
     if stack is None:
-        left = core.provisioned_targets(core.home_of(cfg))
+        left = provisioned_targets(home_of(cfg))
         note = f" (but state for {', '.join(left)} remains: run `steep destroy`)" if left else ""
         console.print(f"no stack provisioned{note}; `steep run` uses the embedded default")
         return
@@ -97,7 +102,7 @@ def status(config: ConfigOpt = None, sets: SetOpt = None) -> None:
         console.print(f"TTL: expires {stack.expires_at} ({_fmt(left.total_seconds())} left)")
     if stack.idle_timeout_s:
         console.print(f"idle teardown after {_fmt(stack.idle_timeout_s)} without training or serving")
-    pid = lifecycle.watchdog_pid(core.home_of(cfg))
+    pid = lifecycle.watchdog_pid(home_of(cfg))
     if left is not None or stack.idle_timeout_s:
         console.print(f"watchdog: {'running (pid ' + str(pid) + ')' if pid else '[red]not running[/]'}")
     for h in health.check(stack):
@@ -113,19 +118,19 @@ def get(
     sets: SetOpt = None,
 ) -> None:
     """Print the stack's outputs (the contract), e.g. `steep get mlflow_tracking_uri`."""
-    stack = core.current(load(config, sets))
+    stack = current(load(config, sets))
     if stack is None:
-        raise core.StackError("no stack provisioned; run `steep provision` first")
+        raise StackError("no stack provisioned; run `steep provision` first")
     if output is None:
         typer.echo(json.dumps(stack.outputs, indent=2)) if as_json else _print_outputs(stack)
         return
     if output not in stack.outputs:
-        raise core.StackError(f"no output {output!r}; available: {', '.join(sorted(stack.outputs))}")
+        raise StackError(f"no output {output!r}; available: {', '.join(sorted(stack.outputs))}")
     value = stack.outputs[output]
     typer.echo(json.dumps(value) if as_json else value)
 
 
-def _print_outputs(stack: core.Stack) -> None:
+def _print_outputs(stack: Stack) -> None:
     for key in sorted(stack.outputs):
         typer.echo(f"{key} = {stack.outputs[key]}")
 

@@ -25,21 +25,16 @@ def train_command(
     ] = None,
 ) -> None:
     """Fine-tune the configured model on the validated training split (Ray Train; MLflow tracking)."""
-    from steep.data import load_dataset, split_dataset
+    # GX, MLflow and Ray load in seconds: only this command needs them, not every `steep` start-up
+    from steep.pipeline.prepare import ValidationFailed, prepare_splits
     from steep.pipeline.training import train
-    from steep.validation import validate_frame
 
     cfg = load(config, sets)
     started = time.perf_counter()
-    dataset = load_dataset(cfg)
-    report = validate_frame(dataset.frame, cfg)
-    if not report.passed:
-        failed = ", ".join(r.name for r in report.failures)
-        raise SteepError(
-            f"the training data failed validation ({failed}); see `steep validate`. Nothing trained."
-        )
-    frame = report.clean if report.clean is not None else dataset.frame
-    splits = split_dataset(frame, cfg.data.split, cfg.project.seed)
+    try:
+        splits = prepare_splits(cfg).splits
+    except ValidationFailed as exc:
+        raise SteepError(f"{exc}. Nothing trained.") from None
     runtime = Runtime.of(cfg)
     where = f"stack {runtime.stack.target}" if runtime.stack else "local Ray, MLflow under " + str(cfg.home)
     console.print(

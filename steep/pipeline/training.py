@@ -4,6 +4,11 @@ The driver checks everything it can before anything is recorded (model found, Lo
 big enough for a batch), tokenizes once, runs ray_jobs/train.py on a Ray TorchTrainer (or in-process with
 workers=0), streams per-step metrics to MLflow and a progress bar off the training path, then logs the
 loss curve and the trained model as a pyfunc. A failed run is marked FAILED and logs no model.
+
+Read `train` top to bottom: prepare -> start or resume the MLflow run -> connect to Ray -> fit with a
+progress bar -> keep the final checkpoint -> log the model and the run's metrics; a failure on the way
+marks the run and becomes a TrainingError where the user can fix it. Ray is imported where it is used:
+`ray.train` must come after RAY_TRAIN_V2_ENABLED is set (`_fit`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steep import models
+import mlflow
+import torch
+from mlflow.entities import Metric, Param
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ray_jobs import train as job
+from steep import models, tracking
 from steep.config import SteepConfig
 from steep.data import Splits
 from steep.errors import SteepError
@@ -100,7 +111,7 @@ def _check_targets(cfg: SteepConfig, model_dir: Path, kind: models.Kind) -> None
     """LoRA targets against the model's layer names, on a weightless (meta) copy: no memory, no load time."""
     if cfg.training.method != "lora" or cfg.training.lora.target_modules == "all-linear":
         return
-    import torch
+    # transformers' auto classes are slow to import, and only a list of targets needs them here
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
@@ -140,14 +151,12 @@ class _Progress:
         self._bar: Any = None
         self._task: Any = None
         self._tokens = 0
-        self._seconds = 0.0
+        self.steps_seconds = 0.0  # time inside steps, summed over the steps reported
         self.first_step_start: float | None = None
         self.last_step_end: float | None = None
 
     def __enter__(self) -> _Progress:
         if self.show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
             self._bar = Progress(
                 TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(), transient=False,
@@ -179,28 +188,35 @@ class _Progress:
 
     def _consume(self) -> None:
         for event in self._get():
-            kind = event["event"]
-            if kind == "start":
-                self.resumed_from = max(self.resumed_from, event["step"])
-                self.precision = event.get("precision", self.precision)
-                if self._bar is not None:
-                    self._bar.update(self._task, total=event["total_steps"], completed=event["step"], info="")
-            elif kind == "step":
-                if self.first_step_start is None:
-                    self.first_step_start = event["time"] - event["seconds"]
-                self.last_step_end = event["time"]
-                self._tokens += event["tokens"]
-                self._seconds += event["seconds"]
-                tps = event["tokens"] / max(event["seconds"], 1e-9)
-                row = {"step": event["step"], "loss": event["loss"], "lr": event["lr"], "tokens_per_s": tps}
-                self.history.append(row)
-                self.logger.log({k: v for k, v in row.items() if k != "step"}, step=event["step"])
-                if self._bar is not None:
-                    avg = self._tokens / max(self._seconds, 1e-9)
-                    info = f"epoch {event['epoch'] + 1} loss {event['loss']:.3f} {avg:,.0f} tok/s"
-                    self._bar.update(self._task, completed=event["step"], info=info)
-                    if not self._bar.console.is_terminal:
-                        self._log_line(event, info)
+            if event["event"] == "start":
+                self._on_start(event)
+            elif event["event"] == "step":
+                self._on_step(event)
+
+    def _on_start(self, event: dict[str, Any]) -> None:
+        """A (re)started loop: where it resumed from, and the precision `auto` resolved to on the worker."""
+        self.resumed_from = max(self.resumed_from, event["step"])
+        self.precision = event.get("precision", self.precision)
+        if self._bar is not None:
+            self._bar.update(self._task, total=event["total_steps"], completed=event["step"], info="")
+
+    def _on_step(self, event: dict[str, Any]) -> None:
+        """One step: a history row, its metrics to MLflow, and the bar (or a log line) moved on."""
+        if self.first_step_start is None:
+            self.first_step_start = event["time"] - event["seconds"]
+        self.last_step_end = event["time"]
+        self._tokens += event["tokens"]
+        self.steps_seconds += event["seconds"]
+        tps = event["tokens"] / max(event["seconds"], 1e-9)
+        row = {"step": event["step"], "loss": event["loss"], "lr": event["lr"], "tokens_per_s": tps}
+        self.history.append(row)
+        self.logger.log({k: v for k, v in row.items() if k != "step"}, step=event["step"])
+        if self._bar is not None:
+            avg = self._tokens / max(self.steps_seconds, 1e-9)
+            info = f"epoch {event['epoch'] + 1} loss {event['loss']:.3f} {avg:,.0f} tok/s"
+            self._bar.update(self._task, completed=event["step"], info=info)
+            if not self._bar.console.is_terminal:
+                self._log_line(event, info)
 
     def _log_line(self, event: dict[str, Any], info: str) -> None:
         """Without a terminal (logs, CI, a Prefect worker) the bar is invisible: log every tenth instead."""
@@ -218,7 +234,7 @@ class _Progress:
 
     @property
     def tokens_per_s(self) -> float:
-        return self._tokens / self._seconds if self._seconds else 0.0
+        return self._tokens / self.steps_seconds if self.steps_seconds else 0.0
 
 
 class _RayQueueSink:
@@ -232,24 +248,43 @@ class _RayQueueSink:
 
 
 # --------------------------------------------------------------------------------------------- ray
-def _ray_session(cfg: SteepConfig, ray_address: str | None) -> tuple[bool, int]:
-    """Connect to the stack's Ray, reuse a running one, or start a local one; -> (started here, CPUs)."""
-    import ray
+class _RaySession:
+    """The Ray a run trains on: the stack's (`ray_address`), one already running here, or a local one.
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    started = False
-    if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, runtime_env=_runtime_env(), log_to_driver=False)
-        else:
-            tmp = Path(tempfile.gettempdir()) / f"steep-ray-{os.getuid()}"
-            ray.init(
-                num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=str(tmp),
-                runtime_env=_runtime_env(), log_to_driver=False,
-            )  # fmt: skip
-        started = True
-    return started, int(ray.cluster_resources().get("CPU", 1))
+    `connect()` joins or starts it, only when the run has Ray workers; leaving the `with` block stops a
+    Ray that `connect()` started, after the run's outcome is recorded.
+    """
+
+    def __init__(self, address: str | None):
+        self.address = address
+        self.started = False
+
+    def __enter__(self) -> _RaySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+    def connect(self) -> int:
+        """-> the cluster's CPUs."""
+        import ray
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, runtime_env=_runtime_env(), log_to_driver=False)
+            else:
+                tmp = Path(tempfile.gettempdir()) / f"steep-ray-{os.getuid()}"
+                ray.init(
+                    num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=str(tmp),
+                    runtime_env=_runtime_env(), log_to_driver=False,
+                )  # fmt: skip
+            self.started = True
+        return int(ray.cluster_resources().get("CPU", 1))
 
 
 def _runtime_env() -> dict[str, Any]:
@@ -285,6 +320,16 @@ def _user_error(exc: BaseException, wanted: tuple[type[BaseException], ...]) -> 
     return None
 
 
+def _translate_error(exc: BaseException, cfg: SteepConfig) -> TrainingError | None:
+    """The TrainingError for a failure the user can fix (bad input, a batch too large), else None."""
+    found = _user_error(exc, (job.BatchTooLargeError, SteepError))
+    if found is not None:
+        return TrainingError(str(found))
+    if _user_error(exc, _ray_oom_types()) is not None:  # Ray's memory monitor killed a worker first
+        return TrainingError(job.oom_message(cfg.training.batch_size, max(1, cfg.training.workers)))
+    return None
+
+
 # --------------------------------------------------------------------------------------------- train
 def train(
     cfg: SteepConfig,
@@ -305,115 +350,139 @@ def train(
     e.g. the stack's bucket) when the cluster is remote.
     `fail_at_step` crashes one worker once at that step (a fault-injection hook for tests and drills).
     """
-    import mlflow
-    import torch
-
-    from ray_jobs import train as job
-    from steep import tracking
-
     t0 = time.time()
-    prepared = prepare(cfg, splits)
+    prepared = prepare(cfg, splits)  # everything that can fail on user input, before a run is recorded
     experiment_id = tracking.setup(cfg, tracking_uri)
     client = mlflow.MlflowClient()
-
-    # the run: new, or the one a dead driver left behind
     if resume:
-        run_name = run_name or latest_run(cfg)
-        if run_name is None or not _run_state(cfg, run_name).is_file():
-            raise TrainingError(
-                f"nothing to resume: no run recorded under {runs_root(cfg)}; run `steep train` first"
-            )
-        state = json.loads(_run_state(cfg, run_name).read_text())
-        run_id = state["run_id"]
-        client.update_run(run_id, status="RUNNING")
+        run_id, run_name = _resume_run(cfg, client, run_name)
     else:
-        run_name = run_name or f"{cfg.project.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-        run = client.create_run(experiment_id, run_name=run_name, tags=tracking.system_info())
-        run_id = run.info.run_id
-        _run_state(cfg, run_name).parent.mkdir(parents=True, exist_ok=True)
-        _run_state(cfg, run_name).write_text(json.dumps({"run_id": run_id, "run_name": run_name}))
-        (runs_root(cfg) / LATEST_FILE).write_text(run_name)
-        params = tracking.flat_params(cfg)
-        params.update({f"data.digest.{k}": v for k, v in splits.digests.items()})
-        params.update({"model.kind.resolved": prepared.kind, "data.train_rows": str(len(prepared.examples))})
-        from mlflow.entities import Param
+        run_id, run_name = _start_run(cfg, client, experiment_id, run_name)
+        _log_params(client, run_id, cfg, splits, prepared)
+    run_dir = runs_root(cfg) / run_name
+    storage = f"{checkpoint_storage.rstrip('/')}/{run_name}" if checkpoint_storage else run_dir / "ray"
+    config = _job_config(cfg, prepared, run_dir, fail_at_step)
+    logger = tracking.MetricLogger(run_id)
+    with _RaySession(ray_address) as ray_session:
+        try:
+            events, placement = _place_workers(cfg, ray_session, run_dir, storage, resume)
+            with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
+                result = _fit(cfg, {**config, **placement}, storage, run_name)
+            checkpoint_dir = _keep_checkpoint(result, run_dir / "final")
+            logger.close()
+            model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, bar.history, splits)
+            metrics = _collect_metrics(bar)
+            _finish_run(client, run_id, metrics, bar.precision)
+        except BaseException as exc:
+            logger.close()
+            client.set_terminated(run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            translated = _translate_error(exc, cfg)
+            if translated is None:
+                raise
+            raise translated from exc
+    return TrainResult(
+        run_id=run_id, run_name=run_name, model_uri=model_uri, checkpoint_path=str(checkpoint_dir),
+        model_dir=str(checkpoint_dir / job.MODEL_DIR), base_model_dir=str(prepared.model_dir),
+        metrics=metrics, history=bar.history, resumed_from_step=bar.resumed_from, timing=_timing(t0, bar),
+    )  # fmt: skip
 
-        items = [Param(k, v) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            client.log_batch(run_id, params=items[start : start + 100])
-        client.set_tag(run_id, "steep.model_dir", str(prepared.model_dir))
 
-    storage = (
-        f"{checkpoint_storage.rstrip('/')}/{run_name}"
-        if checkpoint_storage
-        else runs_root(cfg) / run_name / "ray"
-    )
-    local_root = runs_root(cfg) / run_name / "checkpoints"
-    workers = cfg.training.workers
-    config: dict[str, Any] = {
+def _resume_run(cfg: SteepConfig, client: Any, run_name: str | None) -> tuple[str, str]:
+    """The run a dead driver left behind (`run_name`, else the latest), RUNNING again; -> (id, name)."""
+    run_name = run_name or latest_run(cfg)
+    if run_name is None or not _run_state(cfg, run_name).is_file():
+        raise TrainingError(
+            f"nothing to resume: no run recorded under {runs_root(cfg)}; run `steep train` first"
+        )
+    run_id = json.loads(_run_state(cfg, run_name).read_text())["run_id"]
+    client.update_run(run_id, status="RUNNING")
+    return run_id, run_name
+
+
+def _start_run(cfg: SteepConfig, client: Any, experiment_id: str, run_name: str | None) -> tuple[str, str]:
+    """A new MLflow run, recorded under project.home so that `resume` finds it; -> (id, name)."""
+    run_name = run_name or f"{cfg.project.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    run = client.create_run(experiment_id, run_name=run_name, tags=tracking.system_info())
+    run_id = run.info.run_id
+    _run_state(cfg, run_name).parent.mkdir(parents=True, exist_ok=True)
+    _run_state(cfg, run_name).write_text(json.dumps({"run_id": run_id, "run_name": run_name}))
+    (runs_root(cfg) / LATEST_FILE).write_text(run_name)
+    return run_id, run_name
+
+
+def _log_params(client: Any, run_id: str, cfg: SteepConfig, splits: Splits, prepared: Prepared) -> None:
+    """The resolved config, data digests and row count as params; the base model's folder as a tag."""
+    params = tracking.flat_params(cfg)
+    params.update({f"data.digest.{k}": v for k, v in splits.digests.items()})
+    params.update({"model.kind.resolved": prepared.kind, "data.train_rows": str(len(prepared.examples))})
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params in one batch
+        client.log_batch(run_id, params=items[start : start + 100])
+    client.set_tag(run_id, "steep.model_dir", str(prepared.model_dir))
+
+
+def _job_config(
+    cfg: SteepConfig, prepared: Prepared, run_dir: Path, fail_at_step: int | None
+) -> dict[str, Any]:
+    """What every worker gets: the config, the model and the tokenized examples (workers tokenize nothing)."""
+    return {
         "cfg": cfg.model_dump(mode="json"),
         "model_dir": str(prepared.model_dir),
         "kind": prepared.kind,
         "prompt_format": prepared.fmt.__dict__,
         "examples": prepared.examples,
         "fail_at_step": fail_at_step,
-        "fail_marker": str(runs_root(cfg) / run_name / "injected-failure"),
+        "fail_marker": str(run_dir / "injected-failure"),
     }
-    logger = tracking.MetricLogger(run_id)
-    started_ray = False
-    try:
-        if workers == 0:
-            events: Any = queue.Queue()
-            config.update(sink=events, threads=torch.get_num_threads(), local_checkpoint_root=str(local_root))
-            if resume:
-                config["resume_from"] = _latest_local_checkpoint(local_root)
-        else:
-            started_ray, cpus = _ray_session(cfg, ray_address)
-            from ray.util.queue import Queue
 
-            events = Queue()
-            config.update(sink=_RayQueueSink(events), threads=max(1, cpus // workers))
-            if resume and not checkpoint_storage:
-                # Ray restores what its controller had registered; a driver killed right after a worker
-                # wrote a checkpoint leaves a newer one on disk, and the worker takes whichever is later
-                config["resume_from"] = _latest_local_checkpoint(Path(storage) / run_name)
-        with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
-            result = _fit(job, cfg, config, storage, run_name)
-        checkpoint_dir = _keep_checkpoint(result, runs_root(cfg) / run_name / "final")
-        history = bar.history
-        logger.close()
-        model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, history, splits)
-        metrics = {
-            "loss": history[-1]["loss"] if history else float("nan"),
-            "loss_first": history[0]["loss"] if history else float("nan"),
-            "loss_last": history[-1]["loss"] if history else float("nan"),
-            "tokens_per_s": bar.tokens_per_s,
-            "steps": float(history[-1]["step"]) if history else 0.0,
+
+def _place_workers(
+    cfg: SteepConfig, ray_session: _RaySession, run_dir: Path, storage: Path | str, resume: bool
+) -> tuple[Any, dict[str, Any]]:
+    """Where the loop runs, in-process (workers=0) or on Ray; -> (the queue the driver reads events from,
+    the loop's placement config: the sink rank 0 puts events into, its threads, on resume a checkpoint)."""
+    workers = cfg.training.workers
+    if workers == 0:
+        local_root = run_dir / "checkpoints"
+        events: Any = queue.Queue()
+        placement: dict[str, Any] = {
+            "sink": events,
+            "threads": torch.get_num_threads(),
+            "local_checkpoint_root": str(local_root),  # Ray's local mode keeps no checkpoints
         }
-        summary = {k: v for k, v in metrics.items() if k not in ("loss", "tokens_per_s")}  # per-step series
-        client.log_batch(run_id, metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"]}))
-        client.set_tag(run_id, "steep.precision", bar.precision)  # what `training.precision` resolved to
-        client.set_terminated(run_id, status="FINISHED")
-    except BaseException as exc:
-        logger.close()
-        client.set_terminated(run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        found = _user_error(exc, (job.BatchTooLargeError, SteepError))
-        if found is not None:
-            raise TrainingError(str(found)) from exc
-        killed = _user_error(exc, _ray_oom_types())
-        if killed is not None:  # Ray's memory monitor killed a worker before torch could raise
-            raise TrainingError(job.oom_message(cfg.training.batch_size, max(1, workers))) from exc
-        raise
-    finally:
-        if started_ray:
-            import ray
+        if resume:
+            placement["resume_from"] = _latest_local_checkpoint(local_root)
+        return events, placement
+    cpus = ray_session.connect()
+    from ray.util.queue import Queue
 
-            ray.shutdown()
-    return TrainResult(
-        run_id=run_id, run_name=run_name, model_uri=model_uri, checkpoint_path=str(checkpoint_dir),
-        model_dir=str(checkpoint_dir / job.MODEL_DIR), base_model_dir=str(prepared.model_dir),
-        metrics=metrics, history=history, resumed_from_step=bar.resumed_from, timing=_timing(t0, bar),
-    )  # fmt: skip
+    events = Queue()
+    placement = {"sink": _RayQueueSink(events), "threads": max(1, cpus // workers)}
+    if resume and isinstance(storage, Path):  # Ray's storage is under project.home (no checkpoint_storage)
+        # Ray restores what its controller had registered; a driver killed right after a worker
+        # wrote a checkpoint leaves a newer one on disk, and the worker takes whichever is later
+        placement["resume_from"] = _latest_local_checkpoint(storage / run_dir.name)
+    return events, placement
+
+
+def _collect_metrics(bar: _Progress) -> dict[str, float]:
+    """The run's numbers from the steps the progress consumer saw (a resumed run: the steps since)."""
+    history = bar.history
+    return {
+        "loss": history[-1]["loss"] if history else float("nan"),
+        "loss_first": history[0]["loss"] if history else float("nan"),
+        "loss_last": history[-1]["loss"] if history else float("nan"),
+        "tokens_per_s": bar.tokens_per_s,
+        "steps": float(history[-1]["step"]) if history else 0.0,
+    }
+
+
+def _finish_run(client: Any, run_id: str, metrics: dict[str, float], precision: str) -> None:
+    """Summary metrics (loss and tokens/s are per-step series already), the resolved precision, FINISHED."""
+    summary = {k: v for k, v in metrics.items() if k not in ("loss", "tokens_per_s")}
+    client.log_batch(run_id, metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"]}))
+    client.set_tag(run_id, "steep.precision", precision)  # what `training.precision` resolved to
+    client.set_terminated(run_id, status="FINISHED")
 
 
 def _timing(t0: float, bar: _Progress) -> dict[str, float]:
@@ -424,13 +493,14 @@ def _timing(t0: float, bar: _Progress) -> dict[str, float]:
     return {
         "total_s": end - t0,
         "startup_s": first - t0,
-        "steps_s": bar._seconds,
+        "steps_s": bar.steps_seconds,
         "after_s": end - last,
     }
 
 
-def _fit(job: Any, cfg: SteepConfig, config: dict[str, Any], storage: Path | str, run_name: str) -> Any:
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+def _fit(cfg: SteepConfig, config: dict[str, Any], storage: Path | str, run_name: str) -> Any:
+    """ray_jobs/train.py on a TorchTrainer: N workers, or in the driver's own process for workers=0."""
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # read when ray.train is imported: just below
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -466,9 +536,7 @@ def _keep_checkpoint(result: Any, dest: Path) -> Path:
     return dest
 
 
-def _metrics(values: dict[str, float]) -> list[Any]:
-    from mlflow.entities import Metric
-
+def _metrics(values: dict[str, float]) -> list[Metric]:
     now = int(time.time() * 1000)
     return [Metric(k, float(v), now, 0) for k, v in values.items()]
 
@@ -478,11 +546,6 @@ def _log_outputs(
     splits: Splits,
 ) -> str:  # fmt: skip
     """Loss curve, checkpoint state and the pyfunc model (adapter + base, or merged / full weights)."""
-    import mlflow
-
-    from ray_jobs import train as job
-    from steep import tracking
-
     model_dir = checkpoint_dir / job.MODEL_DIR
     with mlflow.start_run(run_id=run_id, log_system_metrics=False), tempfile.TemporaryDirectory() as tmp:
         if history:

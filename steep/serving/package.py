@@ -19,9 +19,12 @@ from typing import Any
 
 import yaml
 
+from steep import quiet
 from steep.config import SteepConfig
-from steep.serving import CONFIG_ARG, CONFIG_ENV, ServingError, config_env
-from steep.serving.process import SERVICE, bentoml_home
+from steep.inference_log import SALT_ENV, inference_salt, salt_file
+from steep.serving import ServingError
+from steep.serving.handoff import CONFIG_ARG, CONFIG_ENV, config_env
+from steep.serving.process import SERVICE, bentoml_argv, environment
 
 # what the service imports at run time (steep.inference_log pulls in great-expectations for its PII patterns)
 RUNTIME_PACKAGES = (
@@ -36,6 +39,8 @@ INCLUDE = [
     "bentos/**/*.html",
 ]
 EXCLUDE = ["**/__pycache__/"]
+# telemetry off in the bento, as steep.quiet sets it: read before the service (which quiets the rest) loads
+BENTO_ENVS = ("BENTOML_DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY")
 APP_LABEL = "app.kubernetes.io/name"
 STATE_DIR = "/var/lib/steep"  # project.home inside a pod: the inference log and MLflow's download cache
 
@@ -99,10 +104,7 @@ def bentofile(cfg: SteepConfig, model: ModelRef, extra_index_urls: list[str] | N
         "docker": {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"},
         # a bento argument, not an env var: BentoML applies arguments wherever the bento is served
         "args": {CONFIG_ARG: config_env(pinned_config(cfg, model.version))},
-        "envs": [
-            {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
-            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-        ],
+        "envs": [{"name": name, "value": quiet.ENV[name]} for name in BENTO_ENVS],
     }
 
 
@@ -135,13 +137,9 @@ def build_bento(
     file = out_dir / "bentofile.yaml"
     file.write_text(yaml.safe_dump(spec, sort_keys=False))
     context = build_context(out_dir / "context")
-    env = dict(os.environ)
-    env.setdefault("BENTOML_HOME", str(bentoml_home(cfg)))
-    env["BENTOML_DO_NOT_TRACK"] = "true"
-    env[CONFIG_ENV] = spec["args"][CONFIG_ARG]
-    exe = Path(sys.executable).with_name("bentoml")
+    env = {**environment(cfg), CONFIG_ENV: spec["args"][CONFIG_ARG]}  # the build imports the service
     cmd = [
-        str(exe) if exe.exists() else "bentoml",
+        *bentoml_argv(),
         "build",
         "-f",
         str(file),
@@ -184,6 +182,44 @@ def container_context(bento_dir: Path, dest: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- kubernetes
+def api_key_secret(cfg: SteepConfig) -> str:
+    """The Kubernetes Secret that holds the API key (key `api-key`)."""
+    return f"{bento_name(cfg)}-api-key"
+
+
+def salt_secret(cfg: SteepConfig) -> str:
+    """The Kubernetes Secret that holds the inference-log salt (key `salt`)."""
+    return f"{bento_name(cfg)}-inference-salt"
+
+
+def secret_commands(cfg: SteepConfig, namespace: str, environ: dict[str, str] | None = None) -> list[str]:
+    """The kubectl commands that create the Secrets the Deployment reads, values never printed.
+
+    The salt is this stack's (made now when it has none), so the drift check hashes like the pods do.
+    """
+    environ = os.environ if environ is None else environ
+    create = f"kubectl -n {namespace} create secret generic"
+    commands = []
+    if cfg.serving.api_key_env:
+        commands.append(
+            f"create the key secret first: {create} {api_key_secret(cfg)} --from-literal=api-key=..."
+        )
+    if environ.get(SALT_ENV, "").strip():
+        source = f'--from-literal=salt="${SALT_ENV}"'
+    else:
+        inference_salt(cfg, environ)
+        source = f"--from-file=salt={salt_file(cfg.home).resolve()}"
+    commands.append(
+        "create the inference-log salt secret first (the drift check hashes words with the same salt): "
+        f"{create} {salt_secret(cfg)} {source}"
+    )
+    return commands
+
+
+def _from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
 def render_manifests(
     cfg: SteepConfig,
     model: ModelRef,
@@ -197,6 +233,7 @@ def render_manifests(
 
     Rolling updates never take a ready pod away before its replacement is ready (maxUnavailable 0), and
     the readiness probe is /readyz, which answers only once the model is loaded: no request meets a cold pod.
+    The API key and the inference-log salt come from Secrets (`secret_commands` says how to create them).
     """
     serving = cfg.serving
     app = bento_name(cfg)
@@ -211,12 +248,9 @@ def render_manifests(
     if tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
     if serving.api_key_env:
-        env.append(
-            {
-                "name": serving.api_key_env,
-                "valueFrom": {"secretKeyRef": {"name": f"{app}-api-key", "key": "api-key"}},
-            }
-        )
+        env.append(_from_secret(serving.api_key_env, api_key_secret(cfg), "api-key"))
+    # one salt for every pod and the drift check, so their word hashes agree (steep.inference_log)
+    env.append(_from_secret(SALT_ENV, salt_secret(cfg), "salt"))
 
     def probe(path: str, **timing: int) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": "http"}, **timing}

@@ -15,39 +15,44 @@ from pathlib import Path
 
 import httpx
 
-from steep.config import ENV_PREFIX, SteepConfig
-from steep.serving import CONFIG_ENV, ServingError, config_env
+from steep import quiet
+from steep.config import ENV_PREFIX, ProjectConfig, SteepConfig
+from steep.serving import ServingError
+from steep.serving.handoff import CONFIG_ENV, config_env
 
-SERVICE = "bentos.summarizer.service:Summarizer"
+# the BentoML service, imported by `bentoml serve` and `bentoml build`; its name in BentoML is "summarizer"
+SERVICE = "bentos.summarizer.service:SummarizerService"
 
 
 def bentoml_home(cfg: SteepConfig) -> Path:
     return (cfg.home / "bentoml").resolve()
 
 
-def environment(cfg: SteepConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+def bentoml_argv() -> list[str]:
+    """The bentoml CLI of this interpreter's environment (the venv that runs steep)."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return [str(bentoml)] if bentoml.exists() else [sys.executable, "-m", "bentoml"]
+
+
+def environment(cfg: SteepConfig) -> dict[str, str]:
     """The server's environment: the resolved config, BentoML state under project.home, no telemetry."""
-    env = dict(os.environ if base is None else base)
+    env = {**quiet.ENV, **os.environ}  # quiet by default, as steep's CLI is
     for name in [n for n in env if n.startswith(ENV_PREFIX)]:  # already applied: --set must keep winning
         del env[name]
     env[CONFIG_ENV] = config_env(cfg.model_copy(update={"project": _absolute_home(cfg)}))
     env.setdefault("BENTOML_HOME", str(bentoml_home(cfg)))
-    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 
 
-def _absolute_home(cfg: SteepConfig):
+def _absolute_home(cfg: SteepConfig) -> ProjectConfig:
     """project.home made absolute: the server may run in another working directory."""
     return cfg.project.model_copy(update={"home": str(cfg.home.resolve())})
 
 
 def command(cfg: SteepConfig, host: str | None = None, port: int | None = None) -> list[str]:
-    bentoml = Path(sys.executable).with_name("bentoml")
-    exe = [str(bentoml)] if bentoml.exists() else [sys.executable, "-m", "bentoml"]
+    """`bentoml serve` of the service, its paths read from the project folder."""
     return [
-        *exe,
+        *bentoml_argv(),
         "serve",
         SERVICE,
         "--host",

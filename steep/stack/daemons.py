@@ -33,6 +33,7 @@ from steep.errors import SteepError
 
 MARKER = "STEEP_STACK_HOME"
 SERVICES = ("mlflow", "prefect", "ray")
+RAY_WORKER_PORTS = 100  # Ray's workers listen on min-worker-port and the ports just above it
 # the servers' own settings, besides steep.quiet.ENV: MLflow without its job runner (2 processes, not 10)
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -124,7 +125,7 @@ def command(svc: Service) -> list[str]:
                 argv += [f"--{flag}", str(ports[flag])]
         if "min-worker-port" in ports:
             argv += ["--min-worker-port", str(ports["min-worker-port"]), "--max-worker-port",
-                     str(ports["min-worker-port"] + 99)]  # fmt: skip
+                     str(ports["min-worker-port"] + RAY_WORKER_PORTS - 1)]  # fmt: skip
         return argv
     raise DaemonError(f"unknown service {svc.name!r}; known: {', '.join(SERVICES)}")
 
@@ -207,6 +208,11 @@ def read_pid(svc: Service) -> psutil.Process | None:
         return proc if proc.status() != psutil.STATUS_ZOMBIE else None
     except (FileNotFoundError, ValueError, KeyError, psutil.Error):
         return None
+
+
+def running(home: Path) -> set[str]:
+    """The services of this stack home whose pid file names a live process."""
+    return {name for name in SERVICES if read_pid(Service(name, home, "", 0))}
 
 
 def spawn(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from steep.stack.core import Stack
+from steep.stack.contract import Stack
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""TTL and idle teardown: a small watchdog process per stack that runs the teardown flow when it is due.
+"""TTL and idle teardown: a small watchdog process per stack that tears the stack down when it is due.
 
 The stack must never outlive its TTL or sit idle (no training run, no serving request) longer than
 stack.idle_timeout. The watchdog is detached from the shell that provisioned, carries the stack marker
-(so destroy stops it and proves it gone), and runs the same teardown flow as `steep destroy`.
+(so destroy stops it and proves it gone), and runs the same teardown sequence as `steep destroy`
+(steep.stack.teardown), without Prefect: the stack layer imports no flow, and tearing down must not
+depend on the orchestrator.
 """
 
 from __future__ import annotations
@@ -19,24 +21,11 @@ from pathlib import Path
 import httpx
 
 from steep import quiet
-from steep.stack import core, daemons
+from steep.stack import daemons, teardown
+from steep.stack.contract import Stack
+from steep.stack.record import current, read_record
 
-ACTIVITY_DIR = "activity"
 _REQUESTS = re.compile(r"^bentoml_service_request_total\{[^}]*\}\s+([0-9.eE+-]+)", re.M)
-
-
-def touch_activity(home: Path, source: str) -> None:
-    """Mark activity now (serving and training call this so the idle check sees them)."""
-    folder = Path(home) / ACTIVITY_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / source).touch()
-
-
-def file_activity(home: Path) -> float | None:
-    """Latest mtime of the activity markers, as epoch seconds."""
-    folder = Path(home) / ACTIVITY_DIR
-    times = [f.stat().st_mtime for f in folder.iterdir()] if folder.is_dir() else []
-    return max(times, default=None)
 
 
 def mlflow_activity(tracking_uri: str, timeout: float = 5.0) -> tuple[bool, float | None]:
@@ -73,7 +62,7 @@ def serving_requests(serving_url: str, timeout: float = 3.0) -> float | None:
     return sum(counts) if counts else 0.0
 
 
-def due(stack: core.Stack, now: float, last_active: float) -> str | None:
+def due(stack: Stack, now: float, last_active: float) -> str | None:
     """Why the stack must go now (TTL expired, or idle too long), or None."""
     left = stack.time_left(datetime.fromtimestamp(now, UTC))
     if left is not None and left.total_seconds() <= 0:
@@ -86,11 +75,10 @@ def due(stack: core.Stack, now: float, last_active: float) -> str | None:
 class IdleTracker:
     """Keeps the last time anything happened, across checks (serving counters only tell us changes)."""
 
-    def __init__(self, home: Path, stack: core.Stack):
-        self.home = home
+    def __init__(self, home: Path, stack: Stack):
         self.stack = stack
         self.last = datetime.fromisoformat(stack.created_at).timestamp()
-        record = core.read_record(home) or {}
+        record = read_record(home) or {}
         if record.get("provisioned_at"):
             self.last = max(self.last, datetime.fromisoformat(record["provisioned_at"]).timestamp())
         self.requests: float | None = None
@@ -101,37 +89,38 @@ class IdleTracker:
         if running or (requests is not None and self.requests is not None and requests != self.requests):
             self.last = now
         self.requests = requests
-        for stamp in (latest, file_activity(self.home)):
-            if stamp:
-                self.last = max(self.last, stamp)
+        if latest:
+            self.last = max(self.last, latest)
         return due(self.stack, now, self.last)
 
 
 def watch(home: Path, interval: float) -> str | None:
-    """Loop until the stack is gone (return None) or due (run the teardown flow, return the reason)."""
-    stack = core.current(home)
+    """Loop until the stack is gone (return None) or due (tear it down, return the reason)."""
+    stack = current(home)
     if stack is None:
         return None
     tracker = IdleTracker(home, stack)
     while True:
-        if core.current(home) is None:
+        if current(home) is None:
             return None
         reason = tracker.check(time.time())
         if reason:
-            from flows.teardown import teardown
-
             print(f"{datetime.now(UTC).isoformat()} tearing down: {reason}", flush=True)
-            teardown(home=str(home), reason=reason)
+            teardown.run(home, reason=reason, log=_print)
             return reason
         time.sleep(interval)
+
+
+def _print(line: str) -> None:
+    """The watchdog's log is its stdout (logs/watchdog.log): every line at once."""
+    print(line, flush=True)
 
 
 def spawn_watchdog(home: Path, interval: float) -> int:
     """Start (or restart) the detached watchdog of this stack; returns its pid."""
     svc = daemons.Service("watchdog", home, "127.0.0.1", 0)
     daemons.stop(svc, grace=5.0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update({**quiet.ENV, "PREFECT_HOME": str(home / "prefect")})
+    env = {**os.environ, **quiet.ENV}
     argv = [sys.executable, "-m", "steep.stack.lifecycle", "--home", str(home), "--interval", str(interval)]
     proc = daemons.spawn(svc, argv, env, cwd=home)
     return proc.pid

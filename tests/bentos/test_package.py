@@ -13,7 +13,9 @@ import httpx
 import pytest
 import yaml
 
+from steep import tracking
 from steep.config import dump_config
+from steep.serving import process
 from tests.bentos.conftest import free_port, register_tiny, tiny_serving_config
 
 pytestmark = pytest.mark.integration
@@ -64,9 +66,6 @@ def test_the_manifests_point_at_the_image_of_that_version(packaged):
 
 
 def test_the_built_bento_serves_its_own_version_after_the_champion_moves(packaged):
-    from steep import tracking
-    from steep.serving import process
-
     cfg, root, _, version, env = packaged
     newer = register_tiny(cfg, root / "tiny", promote=True)
     assert newer != version

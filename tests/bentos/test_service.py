@@ -17,10 +17,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 
 from steep.config import dump_config
+from steep.inference_log import InferenceLog
+from steep.registry import Registry, model_name
+from steep.serving import process
 from tests.bentos.browser import Browser, chromium_binary
 from tests.bentos.conftest import free_port, register_tiny, run_server
 
@@ -50,9 +54,6 @@ def explain(resp: httpx.Response) -> str:
 
 
 def test_one_text_or_a_list_gets_summaries_with_the_model_identity(server):
-    from steep.inference_log import InferenceLog
-    from steep.registry import Registry, model_name
-
     expected_run = Registry(model_name(server.cfg)).version("1").run_id
     one = post(server.url, '{"texts": "alpha bravo charlie delta echo"}')
     assert one.status_code == 200, one.text
@@ -189,8 +190,6 @@ def keyed_server(tiny_registry, tmp_path_factory):
             env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    from steep.serving import process
-
     try:
         process.wait_ready(url, proc, timeout_s=150)
     except Exception:
@@ -213,8 +212,6 @@ def test_steep_serve_requires_the_key_but_health_stays_open(keyed_server):
 
 
 def test_steep_serve_binds_localhost_only(keyed_server):
-    import psutil
-
     _, _, port = keyed_server
     listening = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
     assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
@@ -222,8 +219,6 @@ def test_steep_serve_binds_localhost_only(keyed_server):
 
 # --------------------------------------------------------------------------------------------- hot swap
 def test_hot_swap_moves_to_the_new_champion_without_dropping_a_request(server):
-    from steep.inference_log import InferenceLog
-
     stop = threading.Event()
     seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
 

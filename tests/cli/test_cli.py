@@ -109,6 +109,38 @@ def test_data_seed_if_present(tmp_path):
     assert result.returncode == 0 and list((tmp_path / "cache" / "data").rglob("all_v1.json"))
 
 
+def test_data_show_prints_the_split_digests_a_run_tags(legal_jsonl, tmp_path):
+    """The splits of the rows that pass validation (it drops 17 on the legal set): the digests that register
+    tags on a model version, not those of splitting the unvalidated rows."""
+    from steep.config import load_config
+    from steep.data import split_dataset
+    from steep.pipeline.prepare import prepare_splits
+    from steep.pipeline.provenance import version_tags
+    from steep.registry import GateDecision
+
+    pairs = legal_overrides(legal_jsonl, tmp_path)
+    result = steep("data", "show", *sets(pairs))
+    assert result.returncode == 0, result.stderr
+    cfg = load_config(REPO / "steep.yaml", pairs, environ={})
+    prepared = prepare_splits(cfg)
+    tags = version_tags(cfg, prepared, [], GateDecision(False, "rougeL", 0.0, 0.0, "base model"))
+    for name in ("train", "validation", "test"):
+        assert tags[f"steep.split_digest.{name}"][:16] in result.stdout, result.stdout
+    assert tags["steep.data_digest"][:16] in result.stdout
+    unvalidated = split_dataset(prepared.dataset.frame, cfg.data.split, cfg.project.seed)
+    assert not any(digest[:16] in result.stdout for digest in unvalidated.digests.values())
+    assert "17 dropped" in result.stdout
+
+
+def test_data_show_of_data_that_fails_validation(legal_jsonl, tmp_path):
+    result = steep(
+        "data", "show", *sets([*legal_overrides(legal_jsonl, tmp_path), "validation.min_rows=10000"])
+    )
+    assert_user_error(
+        result, "the training data failed validation (at least min_rows rows)", "steep validate"
+    )
+
+
 def test_unknown_command_is_a_usage_error():
     result = steep("nonsense")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -9,6 +9,7 @@ stays Scheduled, which is what these tests look for.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,20 +17,33 @@ import pytest
 
 from steep import deploy
 from steep.config import SteepConfig, load_config
-from steep.drift import configured_splits, shifted_texts
+from steep.deploy.worker import WORKER_SERVICE
+from steep.drift import shifted_texts
 from steep.inference_log import InferenceLog, record
+from steep.pipeline.prepare import prepare_splits
 from steep.registry import Registry, model_name
+from steep.stack import daemons
+from steep.stack.record import home_of
 from tests.conftest import REPO, legal_overrides
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_mlflow_store():
+    """The projects here use their own MLflow stores. mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI,
+    which Runtime reads as a container's setting, so the store of an earlier module would leak in."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start` as the local stack runs it, on a free port; stopped after the module."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from steep.stack import daemons
 
     home = tmp_path_factory.mktemp("prefect-stack").resolve()
     svc = daemons.Service("prefect", home, "127.0.0.1", daemons.free_port())
@@ -58,7 +72,7 @@ def base(tmp_path_factory, legal_jsonl, prefect_server):
     home = tmp_path_factory.mktemp("drift")
     cfg = make_config(home / "steep", legal_jsonl)
     tracking.setup(cfg)
-    splits = configured_splits(cfg)
+    splits = prepare_splits(cfg).splits  # as `steep run` splits it: the champion's training split
     client = mlflow.MlflowClient()
     run = client.create_run(client.get_experiment_by_name(cfg.project.name).experiment_id)
     registry = Registry(model_name(cfg))
@@ -115,6 +129,11 @@ def wait_for_runs(count: int, timeout: float = 45.0) -> list:
             return runs
         time.sleep(0.5)
     return finetune_runs()
+
+
+def worker_service(cfg: SteepConfig) -> daemons.Service:
+    """The daemon `deploy.start_worker` runs the project's Prefect worker as."""
+    return daemons.Service(WORKER_SERVICE, home_of(cfg), "127.0.0.1", 0)
 
 
 def check(cfg: SteepConfig):
@@ -212,7 +231,9 @@ def test_cli_deploy_and_check(base, prefect_server, tmp_path):
     assert report["status"] == "insufficient" and report["window_rows"] == 5
 
 
-def test_worker_runs_the_retrain_and_its_mlflow_run_links_the_report(base, tmp_path, prefect_server):
+def test_worker_runs_the_retrain_and_its_mlflow_run_links_the_report(
+    base, tmp_path, prefect_server, monkeypatch
+):
     """The whole loop with a worker: drift -> event -> finetune run executed (tiny model) -> MLflow tags.
 
     Re-registers the deployments with a tiny-model config, so it runs last in this module.
@@ -245,6 +266,9 @@ def test_worker_runs_the_retrain_and_its_mlflow_run_links_the_report(base, tmp_p
             client.delete_flow_run(leftover.id)
     time.sleep(2)  # let the cool-down of 1s from earlier tests' runs pass
     log_window(cfg, shifted_texts([], 60, shift="domain", seed=5))
+    # this project has its own MLflow store: not the one an earlier setup in this process exported
+    # (mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI, which Runtime and the worker's processes inherit)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     deploy.start_worker(cfg, prefect_server, plan.work_pool, tmp_path)
     try:
         report = check(cfg)
@@ -266,7 +290,7 @@ def test_worker_runs_the_retrain_and_its_mlflow_run_links_the_report(base, tmp_p
                 logs = client.read_logs()
             pytest.fail(f"finetune run {run.state.name}: {[log.message for log in logs[-15:]]}")
     finally:
-        deploy.stop_worker(cfg)
+        daemons.stop(worker_service(cfg))
     tracking.setup(cfg)
     found = mlflow.search_runs(
         experiment_names=[cfg.project.name],
@@ -277,4 +301,4 @@ def test_worker_runs_the_retrain_and_its_mlflow_run_links_the_report(base, tmp_p
     tags = found[0].data.tags
     assert tags["steep.trigger.drift_run_id"] == drift_run_id
     assert tags["prefect.flow_run_id"] == str(run.id)
-    assert deploy.worker_pid(cfg) is None
+    assert daemons.read_pid(worker_service(cfg)) is None

@@ -9,13 +9,27 @@ import os
 import threading
 import time
 
+import mlflow
 import pytest
 
+from ray_jobs.evaluate import Role
 from steep.config import SteepConfig
+from steep.pipeline.prepare import prepare_splits
 from steep.registry import CHALLENGER, CHAMPION, Registry, model_name
 from tests.conftest_train import tiny_causal, toy_frame
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_mlflow_store():
+    """The projects here use their own MLflow stores. mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI,
+    which Runtime reads as a container's setting, so the store of an earlier module would leak in."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +96,18 @@ def test_a_passing_gate_moves_the_champion_and_packages_it(base, registry):
     assert (bento / "bento.yaml").is_file()
     assert {"lead-1", "challenger", "base"} <= {e.name for e in outcome.evaluations}
     assert any(e.name.startswith("champion v") for e in outcome.evaluations)
+    names = {e.role: e.name for e in outcome.evaluations}
+    assert names == {Role.BASELINE: "lead-1", Role.CHALLENGER: "challenger", Role.BASE: "base",
+                     Role.CHAMPION: f"champion v{before}"}  # fmt: skip
+    assert {"steep.eval.lead-1", "steep.eval.challenger", "steep.eval.base", "steep.eval.champion"} <= set(
+        version.tags
+    )
+    prepared = prepare_splits(cfg)  # the data and splits the version was trained and tested on
+    assert version.tags["steep.data_digest"] == prepared.dataset.digest
+    for name, digest in prepared.splits.digests.items():
+        assert version.tags[f"steep.split_digest.{name}"] == digest
+    metrics = mlflow.MlflowClient().get_run(outcome.run_id).data.metrics
+    assert {f"eval_{m}_rougeL" for m in ("lead1", "challenger", "base", "champion")} <= set(metrics)
 
 
 def test_a_failed_build_keeps_the_promotion_and_says_how_to_retry(base, registry, tmp_path, monkeypatch):

@@ -3,6 +3,9 @@ import pytest
 
 from ray_jobs.evaluate import (
     Candidate,
+    Evaluation,
+    Role,
+    Scores,
     comparison_plot,
     evaluate,
     evaluate_candidates,
@@ -49,10 +52,11 @@ def test_evaluate_caches_by_key(tmp_path):
         calls.append(len(texts))
         return [t.split(".")[0] for t in texts]
 
-    first = evaluate("m", summarize, TEST, cache_dir=tmp_path, key="k1")
-    again = evaluate("m", summarize, TEST, cache_dir=tmp_path, key="k1")
+    first = evaluate("m", summarize, TEST, role=Role.BASE, cache_dir=tmp_path, key="k1")
+    again = evaluate("m", summarize, TEST, role=Role.BASE, cache_dir=tmp_path, key="k1")
     assert calls == [2] and again.cached and again.scores == first.scores
-    evaluate("m", summarize, TEST, cache_dir=tmp_path, key="k2")
+    assert again.role is Role.BASE  # the role is the caller's, not the cache's
+    evaluate("m", summarize, TEST, role=Role.BASE, cache_dir=tmp_path, key="k2")
     assert calls == [2, 2]
 
 
@@ -68,12 +72,25 @@ def test_candidates_load_lazily_and_cache_only_stable_models(tmp_path):
         loads.append(1)
         return Echo()
 
-    cands = [Candidate("challenger", load), Candidate("base", load, cache_id="base:x")]
+    cands = [
+        Candidate("challenger", Role.CHALLENGER, load),
+        Candidate("base", Role.BASE, load, cache_id="base:x"),
+    ]
     kwargs = dict(max_new_tokens=4, batch_size=2, cache_dir=tmp_path, settings={"n": 2}, log=lambda _: None)
     first = evaluate_candidates(cands, TEST, "digest", **kwargs)
     assert [e.name for e in first] == ["lead-1", "challenger", "base"] and len(loads) == 2
+    assert [e.role for e in first] == [Role.BASELINE, Role.CHALLENGER, Role.BASE]
     second = evaluate_candidates(cands, TEST, "digest", **kwargs)
     assert len(loads) == 3 and [e.cached for e in second] == [False, False, True]
     table = predictions_table(TEST, second)
     assert list(table.columns) == ["id", "text", "reference", "lead-1", "challenger", "base"]
     assert comparison_plot(second, tmp_path / "plot.png").stat().st_size > 5_000
+
+
+def test_the_key_in_mlflow_names_is_the_role_or_which_baseline():
+    """Metric and tag keys stay as they were: eval_champion_* for "champion v3", eval_lead1_* for lead-1."""
+    s = Scores(0.1, 0.1, 0.1, 1.0, 1)
+    assert Evaluation("champion v3", Role.CHAMPION, s, []).key == "champion"
+    assert Evaluation("challenger", Role.CHALLENGER, s, []).key == "challenger"
+    assert Evaluation("base", Role.BASE, s, []).key == "base"
+    assert Evaluation("lead-1", Role.BASELINE, s, []).key == "lead-1"

@@ -72,10 +72,11 @@ def test_a_worker_crash_resumes_from_the_last_checkpoint(cluster, causal_dir, tm
     assert mlflow.MlflowClient().get_run(result.run_id).info.status == "FINISHED"
 
 
+# the repo root on sys.path, not tests/: there tests/steep/ would shadow the steep package
 DRIVER = """
 import sys
-sys.path.insert(0, {tests!r})
-from conftest_train import tiny_config, toy_splits
+sys.path.insert(0, {repo!r})
+from tests.conftest_train import tiny_config, toy_splits
 from steep.pipeline.training import train
 cfg = tiny_config({home!r}, {model!r}, workers=2, epochs=6, checkpoint_every_steps=4)
 train(cfg, toy_splits(cfg, rows=64), ray_address={address!r})
@@ -85,7 +86,7 @@ train(cfg, toy_splits(cfg, rows=64), ray_address={address!r})
 def test_resume_after_the_driver_dies(cluster, causal_dir, tmp_path):
     home = tmp_path / "home"
     script = DRIVER.format(
-        tests=str(Path(__file__).resolve().parents[1]), home=str(home), model=str(causal_dir),
+        repo=str(Path(__file__).resolve().parents[2]), home=str(home), model=str(causal_dir),
         address=cluster.address,
     )  # fmt: skip
     driver = subprocess.Popen(

@@ -1,13 +1,16 @@
-"""`steep provision | destroy | status | get` on bad input: one clear message, exit 2, nothing created."""
+"""`steep provision | destroy | status | get`: one clear message on bad input; how destroy tears down."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from steep.cli import main
+from steep.stack import CONTRACT, current
+from steep.stack.record import write_record
 
 
 def _run(
@@ -58,8 +61,6 @@ def test_bad_ttl(cfg_sets, monkeypatch, capsys) -> None:
 
 
 def test_port_in_use(cfg_sets, stack_home, monkeypatch, capsys) -> None:
-    import socket
-
     port = int(next(s for s in cfg_sets if s.startswith("stack.local.mlflow_port=")).split("=")[1])
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", port))
@@ -76,6 +77,39 @@ def test_nothing_provisioned(cfg_sets, monkeypatch, capsys) -> None:
     assert code == 0 and "no stack provisioned" in text
     code, text = _run(["get", "mlflow_tracking_uri", *_sets(cfg_sets)], monkeypatch, capsys)
     assert code == 2 and "run `steep provision` first" in text
+
+
+def _provisioned(home: Path) -> None:
+    """A record with no Terraform working copy: the teardown has nothing to run Terraform on."""
+    home.mkdir(parents=True)
+    outputs = {k: "x" for k in CONTRACT} | {"target": "local", "created_at": "2026-01-01T00:00:00+00:00"}
+    write_record(home, outputs, None, None)
+
+
+def test_destroy_runs_the_flow_when_prefect_answers(cfg_sets, stack_home, monkeypatch, capsys) -> None:
+    from flows import teardown as teardown_flow  # Prefect reads its settings at import: not at collection
+
+    calls = []
+    monkeypatch.setattr(teardown_flow, "api_problem", lambda: None)
+    monkeypatch.setattr(teardown_flow, "teardown", lambda **kw: calls.append(kw) or ["local"])
+    _provisioned(stack_home)
+    code, text = _run(["destroy", "--yes", *_sets(cfg_sets)], monkeypatch, capsys)
+    assert code == 0 and "destroyed local" in text and "without it" not in text
+    assert calls == [{"home": str(stack_home.resolve()), "reason": "steep destroy", "force_unlock": False}]
+
+
+def test_destroy_tears_down_without_prefect_when_it_cannot_start(
+    cfg_sets, stack_home, monkeypatch, capsys
+) -> None:
+    from flows import teardown as teardown_flow
+
+    monkeypatch.setattr(teardown_flow, "api_problem", lambda: "no server here")
+    monkeypatch.setattr(teardown_flow, "teardown", lambda **kw: pytest.fail("the flow must not run"))
+    _provisioned(stack_home)
+    code, text = _run(["destroy", "--yes", *_sets(cfg_sets)], monkeypatch, capsys)
+    assert code == 0 and "Prefect could not start (no server here); tearing down without it" in text
+    assert "teardown (steep destroy): local" in text and "destroyed local" in text
+    assert current(stack_home) is None
 
 
 def _sets(sets: list[str]) -> list[str]:

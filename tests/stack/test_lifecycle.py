@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-from steep.stack import core, lifecycle
+from steep.stack import lifecycle
+from steep.stack.contract import Stack
 
 
-def _stack(expires_in: float | None, idle_s: float | None, url: str = "http://127.0.0.1:9") -> core.Stack:
+def _stack(expires_in: float | None, idle_s: float | None, url: str = "http://127.0.0.1:9") -> Stack:
     now = datetime.now(UTC)
-    return core.Stack(
+    return Stack(
         target="local", mlflow_tracking_uri=url, artifact_uri="file:///a", prefect_api_url=f"{url}/api",
         ray_address="127.0.0.1:9", serving_url=url, created_at=now.isoformat(),
         expires_at=(now + timedelta(seconds=expires_in)).isoformat() if expires_in is not None else None,
@@ -31,18 +31,11 @@ def test_ttl_and_idle_decide_teardown() -> None:
     assert lifecycle.due(_stack(None, None), now, 0) is None
 
 
-def test_activity_files_keep_the_stack_alive(tmp_path: Path) -> None:
-    assert lifecycle.file_activity(tmp_path) is None
-    lifecycle.touch_activity(tmp_path, "serving")
-    stamp = lifecycle.file_activity(tmp_path)
-    assert stamp is not None and abs(stamp - time.time()) < 5
-    old = time.time() - 1000
-    os.utime(tmp_path / "activity" / "serving", (old, old))
+def test_without_training_or_traffic_the_stack_goes_idle(tmp_path: Path) -> None:
     tracker = lifecycle.IdleTracker(tmp_path, _stack(None, 100))
-    tracker.last = old
+    assert tracker.check(time.time()) is None  # just provisioned
+    tracker.last = time.time() - 1000
     assert "idle" in tracker.check(time.time())
-    lifecycle.touch_activity(tmp_path, "training")
-    assert tracker.check(time.time()) is None
 
 
 class _Metrics(BaseHTTPRequestHandler):

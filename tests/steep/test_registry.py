@@ -3,7 +3,15 @@ import pytest
 from mlflow import MlflowClient
 
 from steep.config import EvaluationConfig
-from steep.registry import CHALLENGER, CHAMPION, Registry, RegistryError, gate, logged_model_id
+from steep.registry import (
+    CHALLENGER,
+    CHAMPION,
+    METRICS,
+    Registry,
+    RegistryError,
+    logged_model_id,
+    promotion_decision,
+)
 from steep.stack import daemons
 
 
@@ -13,28 +21,32 @@ def scores(r1, r2, rl):
 
 # ------------------------------------------------------------------------------------------------ gate
 def test_gate_promotes_over_the_base_model_when_there_is_no_champion():
-    decision = gate(EvaluationConfig(), scores(0.30, 0.12, 0.26), None, scores(0.20, 0.06, 0.16))
+    decision = promotion_decision(
+        EvaluationConfig(), scores(0.30, 0.12, 0.26), None, scores(0.20, 0.06, 0.16)
+    )
     assert decision.promote and decision.reference_name == "base model"
     assert decision.challenger == pytest.approx(0.26) and decision.reference == pytest.approx(0.16)
 
 
 def test_gate_refuses_a_tie_with_the_base_model():
-    decision = gate(EvaluationConfig(), scores(0.2, 0.1, 0.2), None, scores(0.2, 0.1, 0.2))
+    decision = promotion_decision(EvaluationConfig(), scores(0.2, 0.1, 0.2), None, scores(0.2, 0.1, 0.2))
     assert not decision.promote and "min_improvement" in decision.summary()
 
 
 def test_gate_against_the_champion_uses_min_improvement():
     rules = EvaluationConfig(min_improvement=0.01)
-    assert not gate(rules, scores(0.3, 0.1, 0.255), scores(0.3, 0.1, 0.25), scores(0, 0, 0)).promote
-    assert gate(rules, scores(0.3, 0.1, 0.265), scores(0.3, 0.1, 0.25), scores(0, 0, 0)).promote
+    assert not promotion_decision(
+        rules, scores(0.3, 0.1, 0.255), scores(0.3, 0.1, 0.25), scores(0, 0, 0)
+    ).promote
+    assert promotion_decision(rules, scores(0.3, 0.1, 0.265), scores(0.3, 0.1, 0.25), scores(0, 0, 0)).promote
 
 
 def test_gate_min_score_and_regression_on_other_metrics():
     rules = EvaluationConfig(min_score=0.3, max_regression=0.02)
-    low = gate(rules, scores(0.3, 0.1, 0.25), None, scores(0.1, 0.0, 0.1))
+    low = promotion_decision(rules, scores(0.3, 0.1, 0.25), None, scores(0.1, 0.0, 0.1))
     assert not low.promote and "below evaluation.min_score" in low.summary()
     rules = EvaluationConfig(max_regression=0.02)
-    regressed = gate(rules, scores(0.20, 0.05, 0.30), scores(0.30, 0.10, 0.25), scores(0, 0, 0))
+    regressed = promotion_decision(rules, scores(0.20, 0.05, 0.30), scores(0.30, 0.10, 0.25), scores(0, 0, 0))
     assert not regressed.promote
     assert (
         "rouge1 regressed by 0.1000" in regressed.summary()
@@ -42,9 +54,15 @@ def test_gate_min_score_and_regression_on_other_metrics():
     )
 
 
+def test_the_metrics_are_the_choices_of_evaluation_metric():
+    assert METRICS == ("rouge1", "rouge2", "rougeL")
+    for metric in METRICS:
+        assert EvaluationConfig(metric=metric).metric == metric
+
+
 def test_gate_metric_is_configurable():
     rules = EvaluationConfig(metric="rouge2", max_regression=1.0)
-    decision = gate(rules, scores(0.1, 0.2, 0.1), scores(0.3, 0.1, 0.3), scores(0, 0, 0))
+    decision = promotion_decision(rules, scores(0.1, 0.2, 0.1), scores(0.3, 0.1, 0.3), scores(0, 0, 0))
     assert decision.promote and decision.metric == "rouge2"
 
 

@@ -1,82 +1,71 @@
+"""The GX machinery on a small table of its own: rules run as a checkpoint, the bad-row policy, Data Docs.
+
+The suites (expectations/) are tested with their data in tests/expectations/.
+"""
+
+import great_expectations.expectations as gxe
 import pandas as pd
-import pytest
 
-from steep.data import load_dataset
-from steep.validation import validate_frame
+from steep.validation import Rule, data_docs_index, gx_context, run_suite, validate_rows
 
-
-@pytest.fixture(scope="module")
-def legal_frame(legal_jsonl):
-    from steep.config import load_config
-    from tests.conftest import REPO, legal_overrides
-
-    return load_dataset(
-        load_config(REPO / "steep.yaml", legal_overrides(legal_jsonl, REPO / ".steep"), environ={})
-    ).frame
+TABLE = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "n": [1, 2, 3, 40, 50, 6]})
 
 
-def by_name(report):
-    return {r.name: r for r in report.results}
+def rules(min_rows: int = 1) -> list[Rule]:
+    found = [
+        Rule("n is small", gxe.ExpectColumnValuesToBeBetween(column="n", max_value=10), True, True),
+        Rule("enough rows", gxe.ExpectTableRowCountToBeBetween(min_value=min_rows), False, True),
+        Rule("n is tiny", gxe.ExpectColumnValuesToBeBetween(column="n", max_value=2), True, False),
+    ]
+    for rule in found:
+        rule.expectation.meta = {"steep_rule": rule.name, "blocking": rule.blocking}
+    return found
 
 
-def test_legal_set_real_problems_are_dropped_and_reported(legal_config, legal_frame):
-    report = validate_frame(legal_frame, legal_config)
-    rules = by_name(report)
-    assert report.passed
-    short = rules["summary has enough words"]
-    assert short.status == "dropped" and short.unexpected_count == 8
-    assert "legalsum01" in report.dropped["summary has enough words"]  # the summary "hi."
-    dupes = rules["duplicated summaries"]
-    assert dupes.status == "warn" and dupes.unexpected_count > 156  # every row sharing its summary
-    assert report.rows_out == report.rows_in - sum(len(v) for v in report.dropped.values())
-    assert report.clean is not None and "legalsum01" not in set(report.clean["id"])
-    assert report.data_docs is not None and report.data_docs.read_text().count("steep_training_data") > 0
+def check(tmp_path, policy: str, min_rows: int = 1):
+    return validate_rows(
+        TABLE, rules(min_rows), home=tmp_path, suite="t", policy=policy, source="s", asset="a"
+    )
 
 
-def test_fail_policy_fails_on_bad_rows_and_keeps_nothing(legal_config, legal_frame):
-    legal_config.validation.on_bad_rows = "fail"
-    report = validate_frame(legal_frame, legal_config)
+def test_a_suite_runs_as_a_checkpoint_one_outcome_per_rule(tmp_path):
+    outcomes = run_suite(gx_context(tmp_path), "t", rules(), TABLE, source="s", asset="a", data_docs=False)
+    by_name = {o.rule.name: o for o in outcomes}
+    assert set(by_name) == {"n is small", "enough rows", "n is tiny"}
+    assert not by_name["n is small"].success and sorted(by_name["n is small"].unexpected_index) == [3, 4]
+    assert by_name["enough rows"].success and by_name["enough rows"].unexpected_index == []
+    assert data_docs_index(tmp_path) is None  # data_docs=False writes no site
+    again = run_suite(gx_context(tmp_path), "t", rules(), TABLE.head(3), source="s", asset="a")
+    assert all(o.success for o in again if o.rule.name != "n is tiny")  # the same names, run again
+    assert data_docs_index(tmp_path) is not None
+
+
+def test_drop_removes_the_bad_rows_and_checks_the_rest_again(tmp_path):
+    report = check(tmp_path, "drop")
+    assert report.passed and report.rows_in == 6 and report.rows_out == 4
+    assert report.dropped == {"n is small": ["r3", "r4"]} and list(report.clean["id"]) == [
+        "r0",
+        "r1",
+        "r2",
+        "r5",
+    ]
+    status = {r.name: r.status for r in report.results}
+    assert status == {"n is small": "dropped", "enough rows": "pass", "n is tiny": "warn"}
+    assert [r.name for r in report.results] == ["n is small", "enough rows", "n is tiny"]  # the rules' order
+    assert report.data_docs == data_docs_index(tmp_path) and report.data_docs.exists()
+
+
+def test_dropping_below_a_table_rule_fails_and_keeps_nothing(tmp_path):
+    report = check(tmp_path, "drop", min_rows=5)
     assert not report.passed and report.clean is None
-    assert {"summary has enough words", "summary shorter than text"} <= {r.name for r in report.failures}
+    assert [r.name for r in report.failures] == ["enough rows"]
 
 
-def test_dropping_below_min_rows_fails(legal_config, legal_frame):
-    legal_config.validation.min_rows = 440
-    report = validate_frame(legal_frame, legal_config)
-    assert not report.passed and [r.name for r in report.failures] == ["at least min_rows rows"]
-
-
-def test_duplicate_fraction_threshold(legal_config, legal_frame):
-    legal_config.validation.max_duplicate_summary_fraction = 0.2
-    report = validate_frame(legal_frame, legal_config)
-    assert not report.passed and "duplicate summary fraction" in {r.name for r in report.failures}
-
-
-@pytest.mark.parametrize("policy", ["warn", "fail"])
-def test_pii_policy(legal_config, legal_frame, policy):
-    frame = legal_frame.copy()
-    frame.loc[1, "text"] = frame.loc[1, "text"] + " write to jane.doe@example.com for help"
-    legal_config.validation.pii.emails = policy
-    legal_config.validation.on_bad_rows = "drop"
-    rule = by_name(validate_frame(frame, legal_config))["no emails in text"]
-    assert rule.unexpected_count == 1 and rule.sample_ids == [frame.loc[1, "id"]]
-    assert rule.status == ("warn" if policy == "warn" else "dropped")
-
-
-def test_nulls_blanks_and_duplicate_ids_are_row_failures(legal_config, legal_frame):
-    frame = legal_frame.copy()
-    frame.loc[1, "text"] = None
-    frame.loc[2, "summary"] = "   \t "
-    frame.loc[4, "id"] = frame.loc[3, "id"]
-    report = validate_frame(frame, legal_config)
-    rules = by_name(report)
-    assert rules["text not null"].unexpected_count == 1
-    assert rules["summary not blank"].unexpected_count == 1
-    assert rules["unique ids"].unexpected_count == 2
-    assert report.passed and report.clean["id"].is_unique
-
-
-def test_an_empty_table_fails_min_rows(legal_config):
-    frame = pd.DataFrame({"id": [], "group": [], "text": [], "summary": []}, dtype=object)
-    report = validate_frame(frame, legal_config)
-    assert not report.passed
+def test_fail_policy_keeps_the_bad_rows_and_fails(tmp_path):
+    report = check(tmp_path, "fail")
+    assert not report.passed and report.clean is None and report.dropped == {}
+    (failed,) = report.failures
+    assert failed.name == "n is small" and failed.unexpected_count == 2 and failed.sample_ids == ["r3", "r4"]
+    assert report.summary()["failed_rules"] == ["n is small"] and report.summary()["warned_rules"] == [
+        "n is tiny"
+    ]

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from steep.stack import prices
-from steep.stack.core import CONTRACT
+from steep.stack.contract import CONTRACT
 from steep.stack.terraform import terraform_binary, terraform_sources
 from tests.terraform.hcl import load_module, unquote
 

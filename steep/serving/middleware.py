@@ -1,0 +1,67 @@
+"""ASGI middleware in front of BentoML's app: the web page at `/`, BentoML's Swagger UI at `/docs`, and the
+API-key check (the rule itself is steep.serving.auth)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steep.config import ServingConfig
+from steep.serving.auth import api_key, authorized, is_open
+
+ASGIApp = Callable[..., Any]
+
+
+class WebPageMiddleware:
+    """Serves the web page at `/` and moves BentoML's Swagger page, which lives at `/`, to `/docs`."""
+
+    def __init__(self, app: ASGIApp, page: Path) -> None:
+        self.app = app
+        self.page = page.read_bytes()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            if path == "/" and scope.get("method") in ("GET", "HEAD"):
+                await _respond(send, 200, self.page, "text/html; charset=utf-8")
+                return
+            if path == "/docs":
+                scope = {**scope, "path": "/", "raw_path": b"/"}
+        await self.app(scope, receive, send)
+
+
+class ApiKeyMiddleware:
+    """Refuses a request without the API key (401), except on the open paths: health, metrics, page, docs."""
+
+    def __init__(self, app: ASGIApp, serving: ServingConfig) -> None:
+        self.app = app
+        # read when the server starts, not when `bentoml build` imports the service
+        self.key = api_key(serving)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and self.key is not None and not is_open(scope.get("path", "")):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            if not authorized(headers, self.key):
+                body = json.dumps(
+                    {
+                        "error": "missing or wrong API key: send it as the X-API-Key header "
+                        "(or Authorization: Bearer KEY)"
+                    }
+                ).encode()
+                await _respond(send, 401, body, "application/json", [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
+
+
+async def _respond(
+    send: Callable,
+    status: int,
+    body: bytes,
+    content_type: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,86 @@
+"""The Terraform variables of terraform/<target>, from steep.yaml.
+
+They go into an auto-loaded file in the working copy, so a later destroy sees the values the apply used.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from steep.config import SteepConfig, parse_duration
+from steep.stack import daemons, prices
+from steep.stack import terraform as tf
+from steep.stack.contract import StackError
+from steep.stack.record import home_of
+
+# Ray's ports besides the GCS and dashboard ones: steep picks free ones and passes them to `ray start`.
+RAY_INTERNAL = ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port",
+                "min-worker-port")  # fmt: skip
+
+
+def local_ports(cfg: SteepConfig) -> dict[str, int]:
+    """The ports of the local target's services, as steep.yaml sets them."""
+    loc = cfg.stack.local
+    return {"mlflow": loc.mlflow_port, "prefect": loc.prefect_port, "ray": loc.ray_port,
+            "ray_dashboard": loc.ray_dashboard_port, "serving": cfg.serving.port}  # fmt: skip
+
+
+def worker_range_clear(internal: dict[str, int], others: set[int]) -> bool:
+    """Ray refuses to start when one of its ports, or a service's, lies in its range of worker ports."""
+    low = internal["min-worker-port"]
+    inside = {p for k, p in internal.items() if k != "min-worker-port"} | others
+    return low + daemons.RAY_WORKER_PORTS <= 65536 and not any(
+        low <= p < low + daemons.RAY_WORKER_PORTS for p in inside
+    )
+
+
+def ray_internal_ports(host: str, services: set[int]) -> dict[str, int]:
+    """Free ports for Ray's internal services, none of them in the worker range nor used by `services`.
+
+    The OS hands out free ports close together, so a worker range drawn like the others often holds one.
+    """
+    singles = daemons.free_ports(len(RAY_INTERNAL) - 1, host, services)
+    for _ in range(100):
+        (low,) = daemons.free_ports(1, host, services | set(singles))
+        internal = dict(zip(RAY_INTERNAL, [*singles, low], strict=True))
+        if worker_range_clear(internal, services):
+            return internal
+    raise StackError(f"no range of {daemons.RAY_WORKER_PORTS} ports for Ray's workers on {host}; retry")
+
+
+def read_vars(home: Path, target: str) -> dict[str, Any]:
+    """The variables the last plan of `target` used; empty when it never got that far."""
+    try:
+        return json.loads((home / "terraform" / target / tf.VARS_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def terraform_variables(cfg: SteepConfig, target: str, created_at: str, region: str | None) -> dict[str, Any]:
+    """The variables of terraform/<target>; the local target keeps Ray's internal ports while free."""
+    home = home_of(cfg)
+    base: dict[str, Any] = {"stack_name": cfg.project.name, "created_at": created_at}
+    if target == "local":
+        host, services = cfg.stack.local.host, set(local_ports(cfg).values())
+        internal = read_vars(home, target).get("ray_internal_ports") or {}
+        if (
+            set(internal) != set(RAY_INTERNAL)
+            or not worker_range_clear(internal, services)
+            or (
+                any(not daemons.port_free(host, p) for p in internal.values())
+                and "ray" not in daemons.running(home)
+            )
+        ):
+            internal = ray_internal_ports(host, services)
+        return {**base, "home": str(home), "python": sys.executable, "host": cfg.stack.local.host,
+                "ports": local_ports(cfg), "ray_internal_ports": internal,
+                "start_timeout": int(parse_duration(cfg.stack.local.start_timeout))}  # fmt: skip
+    s = cfg.stack
+    d = prices.DEFAULTS[target]
+    return {**base, "region": region, "cpu_nodes": s.cpu_nodes, "gpu_nodes": s.gpu_nodes, "gpu_spot": s.spot,
+            "cpu_instance_type": s.cpu_instance_type or d["cpu"],
+            "gpu_instance_type": s.gpu_instance_type or d["gpu"]}  # fmt: skip
