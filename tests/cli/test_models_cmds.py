@@ -1,4 +1,5 @@
-"""`steep models list | promote | rollback` on an embedded (sqlite) registry under a temp project.home."""
+"""`steep models list | promote | rollback` on the embedded (sqlite) registry under a temp project.home, and
+on a real MLflow server named by a stack record (what `steep provision` leaves): their behaviour differs."""
 
 from __future__ import annotations
 
@@ -11,19 +12,41 @@ import pytest
 from typer.testing import CliRunner
 
 import steep.cli  # registers every command on the app
-from steep import tracking
 from steep.cli.app import app, console
 from steep.config import load_config
-from steep.registry import CHALLENGER, CHAMPION, Registry, RegistryError, model_name
+from steep.registry import CHALLENGER, CHAMPION, Registry, RegistryError
+from steep.runtime import Runtime
+from steep.stack import daemons
+from steep.stack.contract import CONTRACT
+from steep.stack.record import write_record
 
 runner = CliRunner()
 
 
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.integration)])
+def store(request, tmp_path_factory):
+    """None (the embedded sqlite file), or the URI of a real `mlflow server` like the local stack's."""
+    if request.param == "embedded":
+        yield None
+        return
+    svc = daemons.Service("mlflow", tmp_path_factory.mktemp("mlflow"), "127.0.0.1", daemons.free_port())
+    daemons.start(svc)
+    yield f"http://{svc.host}:{svc.port}"
+    daemons.stop(svc)
+
+
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A steep.yaml whose project.home is in tmp: the registry is the sqlite file there."""
+def project(tmp_path, monkeypatch, store) -> Path:
+    """A steep.yaml whose project.home is in tmp; with a server, a stack record there points at it."""
     config = tmp_path / "steep.yaml"
     config.write_text(f"project:\n  name: models-cli\n  home: {tmp_path / 'home'}\n")
+    if store is not None:
+        (tmp_path / "home").mkdir()
+        outputs = {key: "unused" for key in CONTRACT} | {
+            "mlflow_tracking_uri": store, "target": "local", "created_at": "2026-11-30T00:00:00+00:00"
+        }  # fmt: skip
+        write_record(tmp_path / "home", outputs, None, None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(console, "width", 200)  # one table row per version, whatever the terminal
     yield config
     mlflow.set_tracking_uri(None)
@@ -31,9 +54,9 @@ def project(tmp_path, monkeypatch) -> Path:
 
 def registry_with_versions(config: Path, n: int) -> Registry:
     """n versions of the project's model, each from its own run (as `steep run` registers them)."""
-    cfg = load_config(config)
-    experiment = tracking.setup(cfg)
-    registry = Registry(model_name(cfg))
+    runtime = Runtime.of(load_config(config))
+    experiment = runtime.setup_tracking()
+    registry = runtime.registry()
     for i in range(1, n + 1):
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_text(f"model {i}", "model/weights.txt")
