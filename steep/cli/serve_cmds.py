@@ -122,8 +122,7 @@ def package(
         image = f"{pkg.bento_name(cfg)}:{pkg.bento_version(ref.version)}"
         image = f"{str(repo).rstrip('/')}/{image}" if repo else image
         ns = namespace or outputs.get("namespace") or f"{cfg.project.name}-serving"
-        uri = stack.mlflow_tracking_uri if stack else None
-        docs = pkg.render_manifests(cfg, ref, image, ns, uri, cpu=cpu, memory=memory)
+        docs = pkg.render_manifests(cfg, ref, image, ns, runtime.tracking_uri, cpu=cpu, memory=memory)
         path = pkg.write_manifests(docs, out / "k8s" / "summarizer.yaml")
         console.print(
             f"[green]manifests[/] {path}: Deployment, Service, HorizontalPodAutoscaler ({ns}, {image})"

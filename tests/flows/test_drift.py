@@ -29,17 +29,6 @@ from tests.conftest import REPO, legal_overrides
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", autouse=True)
-def own_mlflow_store():
-    """The projects here use their own MLflow stores. mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI,
-    which Runtime reads as a container's setting, so the store of an earlier module would leak in."""
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    yield
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    if saved is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start` as the local stack runs it, on a free port; stopped after the module."""
@@ -202,7 +191,6 @@ def test_drift_starts_one_retrain_per_cooldown(base):
 
 def test_cli_deploy_and_check(base, prefect_server, tmp_path):
     """`steep deploy` and `steep drift check` as a user runs them, against the same server."""
-    import os
     import subprocess
     import sys
 
