@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from steep.serving import ServingError, process
 from steep.stack import daemons
 from tests.conftest_train import INSTRUCTION, tiny_causal, toy_frame
 from tests.steep.test_quiet import NOISE
@@ -90,17 +90,10 @@ class User:
                 start_new_session=True,
             )  # fmt: skip
         try:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()[-4000:]
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
-            else:
-                pytest.fail(f"steep serve not ready:\n{log.read_text()[-4000:]}")
+            try:
+                process.wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=240)
+            except ServingError as exc:
+                pytest.fail(f"steep serve not ready ({exc}):\n{log.read_text()[-4000:]}")
             reply = httpx.post(f"http://127.0.0.1:{port}/summarize", json={"texts": [text]}, timeout=120)
             assert reply.status_code == 200, reply.text
             return reply.json()[0]
