@@ -165,11 +165,12 @@ class Candidate:
     cache_id: str | None = None
 
 
-def pyfunc_summarizer(model_uri: str) -> object:
-    """The Summarizer inside a logged steep pyfunc model: evaluated exactly as it will be served."""
+def pyfunc_summarizer(model_uri: str, precision: str = "auto") -> object:
+    """The Summarizer inside a logged steep pyfunc model, prepared as the server prepares it
+    (steep.serving.model_slot): evaluated exactly as it will be served."""
     import mlflow
 
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().summarizer
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().summarizer.prepare(precision)
 
 
 def evaluate_candidates(

@@ -35,6 +35,7 @@ from torch import nn
 
 from steep import models
 from steep.config import SteepConfig
+from steep.generation import resolve_precision
 from steep.quiet import quiet_third_parties
 
 STATE_FILE = "state.json"
@@ -266,24 +267,6 @@ class StepReports:
             self.sink.put_nowait({**event, "loss": self.last_loss})
         self.pending = None
         return self.last_loss
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls several times faster than fp32 (else bf16 is emulated, and slower)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 where the hardware does it natively; resolved on the worker, whose node may differ."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -278,9 +278,18 @@ class EvaluationConfig(Section):
     max_regression: float = Field(0.02, ge=0, le=1, description="largest drop allowed on the other metrics")
     require_approval: bool = False
     approval_timeout: Duration = "1h"
-    max_new_tokens: int = Field(48, ge=1, le=4096)
     batch_size: int = Field(16, ge=1)
     max_examples: int | None = Field(None, ge=1, description="evaluate at most this many test rows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_new_tokens" in data:
+            raise ValueError(
+                "evaluation.max_new_tokens moved to serving.max_new_tokens: evaluation generates exactly as "
+                "the server does (same code, length limit and precision), so the gate judges what users get"
+            )
+        return data
 
 
 class ServingConfig(Section):
@@ -296,7 +305,18 @@ class ServingConfig(Section):
     )
     max_texts: int = Field(64, ge=1, description="texts per request")
     max_text_chars: int = Field(20_000, ge=1)
-    max_new_tokens: int = Field(48, ge=1, le=4096)
+    max_new_tokens: int = Field(
+        48, ge=1, le=4096, description="summary length limit, in tokens; evaluation generates with it too"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="generation precision, for serving and for evaluation; auto: bf16 on GPU and on CPUs "
+        "with native bf16 (AVX512-BF16 or AMX), else fp32",
+    )
+    max_tokens_limit: int = Field(
+        256, ge=1, le=4096, description="the largest max_tokens an OpenAI-style request may ask for"
+    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     log_texts: bool = Field(False, description="store full texts in the inference log (else statistics only)")
     api_key_env: str | None = Field(
         None, description="name of the env var holding the API key; none: no auth"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steep.config import ModelConfig, SteepConfig, TrainingConfig
 from steep.errors import SteepError
+from steep.generation import Completion, Request, generate, resolve_precision
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -337,46 +338,49 @@ def example_tokens(example: dict[str, list[int]], kind: Kind) -> int:
 
 # --------------------------------------------------------------------------------------------- generate
 class Summarizer:
-    """A loaded model + tokenizer + prompt format: the one place that generates summaries."""
+    """A loaded model + tokenizer + prompt format: the one place that generates summaries.
+
+    Evaluation and serving both call `prepare(precision)` and then `generate` (through `summarize` or
+    a server batch), so the gate scores exactly what users are served.
+    """
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.fmt = fmt
         self.encoder = Encoder(tokenizer, fmt)
+        self.precision = "fp32"
+
+    def prepare(self, precision: str = "auto") -> Summarizer:
+        """Make the model fast to serve: LoRA weights merged into the base model, and the precision
+        `auto` resolves to (bf16 where the hardware has it natively, see steep.generation)."""
+        import torch
+        from peft import LoraModel, PeftModel
+
+        if isinstance(self.model, PeftModel) and isinstance(self.model.base_model, LoraModel):
+            self.model = self.model.merge_and_unload().eval()  # same outputs, one matmul per layer
+        device = next(self.model.parameters()).device
+        self.precision = resolve_precision(precision, device)
+        self.model.to(torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        return self
+
+    def request(self, text: str, **settings: Any) -> Request:
+        """A generation request for one text, formatted as in training (settings: see steep.generation)."""
+        return Request(self.encoder.prompt(str(text)), **settings)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """One batch of requests, each with its own limits; see steep.generation.generate."""
+        return generate(self.model, self.tokenizer, requests, left_padded=self.fmt.kind == "causal")
 
     def summarize(self, texts: list[str], max_new_tokens: int = 48, batch_size: int = 8) -> list[str]:
         """Greedy summaries, batched by similar length (less padding); returned in input order."""
-        import torch
-
-        prompts = [self.encoder.prompt(str(t)) for t in texts]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out: list[str] = [""] * len(prompts)
-        pad = self.tokenizer.pad_token_id
-        device = next(self.model.parameters()).device
+        requests = [self.request(t, max_new_tokens=max_new_tokens) for t in texts]
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
+        out: list[str] = [""] * len(requests)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            left = self.fmt.kind == "causal"  # decoder-only models continue from the right edge
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                p = torch.tensor(prompts[i])
-                sl = slice(width - len(p), width) if left else slice(0, len(p))
-                ids[row, sl], mask[row, sl] = p, 1
-            with torch.inference_mode():
-                gen = self.model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    num_beams=1,
-                    pad_token_id=pad,
-                    eos_token_id=self.tokenizer.eos_token_id,
-                )
-            new = gen[:, width:] if left else gen
-            for row, text in enumerate(self.tokenizer.batch_decode(new, skip_special_tokens=True)):
-                out[idx[row]] = text.strip()
+            for i, done in zip(idx, self.generate([requests[i] for i in idx]), strict=True):
+                out[i] = done.text
         return out
 
 

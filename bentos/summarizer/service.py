@@ -1,9 +1,9 @@
-"""The BentoML service: POST /summarize over the registry's champion, with adaptive batching and hot swap.
+"""The BentoML service: steep's HTTP API (POST /summarize and the OpenAI-compatible /v1 routes) over the
+registry's champion, with batching across every route and hot swap.
 
 All behaviour lives in steep.serving; this file only declares the service to BentoML. The config comes from
 the bento's `steep_config` argument (baked in by `steep package`), STEEP_SERVING_CONFIG (set by `steep serve`)
-or ./steep.yaml, read once at import: BentoML needs the batch settings and request limits to declare
-the class.
+or ./steep.yaml, read once at import: the API's request limits are part of its OpenAPI document.
 """
 
 from pathlib import Path
@@ -11,18 +11,34 @@ from pathlib import Path
 import bentoml
 
 from steep.quiet import quiet_third_parties
+from steep.serving import ServingError
+from steep.serving.api import build_app
 from steep.serving.engine import Engine
 from steep.serving.handoff import service_config
-from steep.serving.middleware import ApiKeyMiddleware, WebPageMiddleware
-from steep.serving.schema import Summary, texts_type
+from steep.serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware, WebPageMiddleware
 
 quiet_third_parties()  # the server is a process of its own, started by bentoml, not by steep's CLI
 
 CONFIG = service_config(arguments=vars(bentoml.use_arguments()))
 LIMITS = CONFIG.serving
-Texts = texts_type(LIMITS)
+BATCH_SIZES = bentoml.metrics.Histogram(
+    name="steep_batch_size",
+    documentation="rows generated together in one batch",
+    buckets=tuple(float(2**i) for i in range(11)),
+)
+_engine: list[Engine] = []  # the worker's engine, created in SummarizerService.__init__
 
 
+def served() -> Engine:
+    if not _engine:
+        raise ServingError("the server is still starting: the model is loading (see GET /readyz)")
+    return _engine[0]
+
+
+app = build_app(LIMITS, served)
+
+
+@bentoml.asgi_app(app, path="/")
 @bentoml.service(
     name="summarizer",
     workers=1,
@@ -31,19 +47,11 @@ Texts = texts_type(LIMITS)
     http={"port": LIMITS.port},
 )
 class SummarizerService:
-    """Summaries of legal text, each tagged with the model name, version and run that wrote it."""
+    """Summaries, each tagged with the model name, version and run that wrote it."""
 
     def __init__(self) -> None:
-        self.engine = Engine.from_config(CONFIG)
-
-    @bentoml.api(
-        batchable=LIMITS.max_batch_size > 1,
-        max_batch_size=max(LIMITS.max_batch_size, 2),
-        max_latency_ms=LIMITS.max_latency_ms,
-    )
-    def summarize(self, texts: Texts) -> list[Summary]:
-        """One text or a list of texts -> one summary per text, in order."""
-        return self.engine.summarize(texts)
+        self.engine = Engine.from_config(CONFIG, on_batch=BATCH_SIZES.observe)
+        _engine[:] = [self.engine]
 
     def __is_ready__(self) -> bool:
         return self.engine.slot.ready
@@ -55,3 +63,4 @@ class SummarizerService:
 
 SummarizerService.add_asgi_middleware(WebPageMiddleware, page=Path(__file__).parent / "static" / "index.html")
 SummarizerService.add_asgi_middleware(ApiKeyMiddleware, serving=LIMITS)
+SummarizerService.add_asgi_middleware(BodyLimitMiddleware, serving=LIMITS)

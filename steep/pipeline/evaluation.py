@@ -28,15 +28,17 @@ def candidates(cfg: SteepConfig, result: TrainResult, registry: Registry) -> lis
     """The challenger, the base model and (when there is one) the current champion, each loaded lazily.
 
     The base model and the champion never change, so their scores are cached per model and prompt format.
+    Each is prepared at the served precision: the gate scores what the server will generate.
     """
     kind = models.model_kind(result.base_model_dir, cfg.model.kind)
     fmt = models.PromptFormat.from_config(cfg.model, kind)
+    precision = cfg.serving.precision
     found = [
-        Candidate("challenger", Role.CHALLENGER, lambda: pyfunc_summarizer(result.model_uri)),
+        Candidate("challenger", Role.CHALLENGER, lambda: pyfunc_summarizer(result.model_uri, precision)),
         Candidate(
             "base",
             Role.BASE,
-            lambda: models.load_for_inference(result.base_model_dir, fmt=fmt),
+            lambda: models.load_for_inference(result.base_model_dir, fmt=fmt).prepare(precision),
             cache_id=f"base:{cfg.model.source}:{fmt}",
         ),
     ]
@@ -47,7 +49,7 @@ def candidates(cfg: SteepConfig, result: TrainResult, registry: Registry) -> lis
             Candidate(
                 f"champion v{champion.version}",
                 Role.CHAMPION,
-                lambda: pyfunc_summarizer(uri),
+                lambda: pyfunc_summarizer(uri, precision),
                 cache_id=f"{uri}:{fmt}",
             )
         )
@@ -66,7 +68,8 @@ def evaluate_run(
     if cfg.evaluation.max_examples:
         test = test.head(cfg.evaluation.max_examples)
     settings = {
-        "max_new_tokens": cfg.evaluation.max_new_tokens,
+        "max_new_tokens": cfg.serving.max_new_tokens,
+        "precision": cfg.serving.precision,
         "max_source_tokens": cfg.model.max_source_tokens,
         "rows": len(test),
     }
@@ -74,7 +77,7 @@ def evaluate_run(
         candidates(cfg, result, registry),
         test,
         splits.digests["test"],
-        max_new_tokens=cfg.evaluation.max_new_tokens,
+        max_new_tokens=cfg.serving.max_new_tokens,
         batch_size=cfg.evaluation.batch_size,
         cache_dir=cfg.home / "cache" / "eval",
         settings=settings,

@@ -564,5 +564,5 @@ def _log_outputs(
         else:
             artifacts = {"base_model": str(prepared.model_dir), "adapter": str(model_dir)}
         return tracking.log_summarizer(
-            artifacts, cfg.evaluation.max_new_tokens, staging_dir=checkpoint_dir.parent
+            artifacts, cfg.serving.max_new_tokens, staging_dir=checkpoint_dir.parent
         )

@@ -1,5 +1,6 @@
-"""ASGI middleware in front of BentoML's app: the web page at `/`, BentoML's Swagger UI at `/docs`, and the
-API-key check (the rule itself is steep.serving.auth)."""
+"""ASGI middleware in front of BentoML's app: the web page at `/`, BentoML's Swagger UI at `/docs`, the
+API-key check (the rule itself is steep.serving.auth) and the request body cap. Their refusals use the API's
+error shape (OpenAI's), as the OpenAPI document declares."""
 
 from __future__ import annotations
 
@@ -44,15 +45,64 @@ class ApiKeyMiddleware:
         if scope["type"] == "http" and self.key is not None and not is_open(scope.get("path", "")):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             if not authorized(headers, self.key):
-                body = json.dumps(
-                    {
-                        "error": "missing or wrong API key: send it as the X-API-Key header "
-                        "(or Authorization: Bearer KEY)"
-                    }
-                ).encode()
+                body = error_body(
+                    "missing or wrong API key: send it as the X-API-Key header "
+                    "(or Authorization: Bearer KEY)",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                )
                 await _respond(send, 401, body, "application/json", [(b"www-authenticate", b"Bearer")])
                 return
         await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over serving.max_body_bytes with 413, before anything reads or parses it."""
+
+    def __init__(self, app: ASGIApp, serving: ServingConfig) -> None:
+        self.app = app
+        self.limit = serving.max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send, self.limit)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # a chunked body without a length
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Callable, limit: int) -> None:
+    body = error_body(
+        f"the request body is over {limit} bytes (serving.max_body_bytes): send fewer or shorter texts",
+        "invalid_request_error",
+        "request_too_large",
+    )
+    await _respond(send, 413, body, "application/json")
+
+
+def error_body(message: str, kind: str, code: str | None = None) -> bytes:
+    """OpenAI's error shape, as steep.serving.api answers it."""
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
 async def _respond(

@@ -30,7 +30,9 @@ class LoadedModel:
     name: str
     version: str
     run_id: str
-    summarizer: Any  # steep.models.Summarizer (or a stand-in in tests): anything with summarize(texts, ...)
+    summarizer: (
+        Any  # steep.models.Summarizer (or a stand-in in tests): request(text, ...) and generate(requests)
+    )
 
 
 class ModelSlot:
@@ -124,10 +126,16 @@ def registry_slot(cfg: SteepConfig, selector: str | None = None) -> ModelSlot:
     def load(version: str) -> LoadedModel:
         mv = registry.version(version)
         started = time.perf_counter()
-        # the Summarizer inside steep's pyfunc, as ray_jobs.evaluate scores it (not imported: it needs ROUGE)
+        # the Summarizer inside steep's pyfunc, prepared as ray_jobs.evaluate.pyfunc_summarizer prepares it
         pyfunc = mlflow.pyfunc.load_model(f"models:/{registry.name}/{version}")
-        summarizer = pyfunc.unwrap_python_model().summarizer
-        log.info("loaded %s v%s in %.1f s", registry.name, version, time.perf_counter() - started)
+        summarizer = pyfunc.unwrap_python_model().summarizer.prepare(cfg.serving.precision)
+        log.info(
+            "loaded %s v%s (%s) in %.1f s",
+            registry.name,
+            version,
+            summarizer.precision,
+            time.perf_counter() - started,
+        )
         return LoadedModel(registry.name, str(mv.version), mv.run_id or "", summarizer)
 
     return ModelSlot(resolve, load, parse_duration(cfg.serving.poll_interval))

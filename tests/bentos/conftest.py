@@ -1,7 +1,11 @@
-"""A registry with tiny champions and a real `bentoml serve` process over it, for the serving tests."""
+"""A registry with tiny champions and real servers over it (`bentoml serve`, and `steep serve` with an API
+key), for the serving tests."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +14,7 @@ import mlflow
 import pytest
 
 from steep import tracking
-from steep.config import SteepConfig
+from steep.config import SteepConfig, dump_config
 from steep.models import PromptFormat
 from steep.registry import Registry, model_name
 from steep.serving import process
@@ -88,3 +92,42 @@ def run_server(
         yield Server(url, cfg, model_dir, log)
     finally:
         process.stop(proc)
+
+
+KEY_ENV = "STEEP_TEST_SERVING_KEY"
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_registry, tmp_path_factory):
+    cfg, model_dir = tiny_registry
+    yield from run_server(cfg, model_dir, tmp_path_factory.mktemp("server") / "server.log")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_registry, tmp_path_factory):
+    """`steep serve` (the CLI) with an API key required."""
+    cfg, _ = tiny_registry
+    folder = tmp_path_factory.mktemp("keyed")
+    cfg = cfg.model_copy(deep=True)
+    cfg.serving.api_key_env = KEY_ENV
+    config = folder / "steep.yaml"
+    config.write_text(dump_config(cfg))
+    port = free_port()
+    log = folder / "serve.log"
+    env = {**os.environ, KEY_ENV: KEY}
+    steep = Path(sys.executable).with_name("steep")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(steep), "serve", "--config", str(config), "--port", str(port)],
+            env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_ready(url, proc, timeout_s=150)
+    except Exception:
+        print(log.read_text()[-4000:])
+        process.stop(proc)
+        raise
+    yield url, proc, port
+    process.stop(proc)

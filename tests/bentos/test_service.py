@@ -6,38 +6,22 @@ inference log, the web page in headless Chromium, the API key through `steep ser
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 import yaml
 
-from steep.config import dump_config
 from steep.inference_log import InferenceLog
 from steep.registry import Registry, model_name
-from steep.serving import process
-from tests.bentos.browser import Browser, chromium_binary
-from tests.bentos.conftest import free_port, register_tiny, run_server
+from tests.bentos.conftest import register_tiny
 
 pytestmark = pytest.mark.integration
-
-KEY_ENV = "STEEP_TEST_SERVING_KEY"
-
-
-@pytest.fixture(scope="module")
-def server(tiny_registry, tmp_path_factory):
-    cfg, model_dir = tiny_registry
-    yield from run_server(cfg, model_dir, tmp_path_factory.mktemp("server") / "server.log")
-
 
 def post(url: str, body: bytes | str, **headers: str) -> httpx.Response:
     data = body.encode() if isinstance(body, str) else body
@@ -145,61 +129,7 @@ def test_health_metrics_and_openapi_docs(server):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
-def test_web_page_types_clicks_and_shows_the_summary(server):
-    binary = chromium_binary()
-    if binary is None:
-        pytest.fail("the web page test needs headless Chromium: install Debian's `chromium` package")
-    text = "alpha bravo charlie delta"
-    expected = post(server.url, f'{{"texts": "{text}"}}').json()[0]["summary"]
-    with Browser(binary) as browser:
-        browser.goto(f"{server.url}/", ready="document.getElementById('go')")
-        browser.type_into("#text", text)
-        assert browser.eval("document.getElementById('text').value") == text
-        browser.click("#go")
-        version = browser.wait_for("document.getElementById('model').dataset.version")
-        assert version == "1"
-        assert browser.eval("document.getElementById('result').textContent") == (
-            expected or "(empty summary)"
-        )
-        assert "version 1" in browser.eval("document.getElementById('model').textContent")
-
-        browser.eval("document.getElementById('text').value = ''")
-        browser.type_into("#text", "   ")
-        browser.click("#go")
-        error = browser.wait_for("document.getElementById('error').textContent")
-        assert "texts.0" in error and "blank" in error
-
-
 # --------------------------------------------------------------------------------------------- steep serve
-@pytest.fixture(scope="module")
-def keyed_server(tiny_registry, tmp_path_factory):
-    """`steep serve` (the CLI) with an API key required."""
-    cfg, _ = tiny_registry
-    folder = tmp_path_factory.mktemp("keyed")
-    cfg = cfg.model_copy(deep=True)
-    cfg.serving.api_key_env = KEY_ENV
-    config = folder / "steep.yaml"
-    config.write_text(dump_config(cfg))
-    port = free_port()
-    log = folder / "serve.log"
-    env = {**os.environ, KEY_ENV: "s3cret-key"}
-    steep = Path(sys.executable).with_name("steep")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(steep), "serve", "--config", str(config), "--port", str(port)],
-            env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_ready(url, proc, timeout_s=150)
-    except Exception:
-        print(log.read_text()[-4000:])
-        process.stop(proc)
-        raise
-    yield url, proc, port
-    process.stop(proc)
-
-
 def test_steep_serve_requires_the_key_but_health_stays_open(keyed_server):
     url, _, _ = keyed_server
     for path in ("/healthz", "/readyz", "/metrics", "/"):

@@ -113,8 +113,8 @@ def configure(path: Path, ports: list[int]) -> None:
     cfg["training"].update(workers=0, method="full", epochs=10, batch_size=8, learning_rate=1e-2,
                            warmup_ratio=0.0)  # fmt: skip
     cfg["validation"].update(min_rows=20, summary_min_words=1)
-    cfg["evaluation"].update(max_new_tokens=4, max_regression=1.0)
-    cfg["serving"].update(port=ports[0])
+    cfg["evaluation"].update(max_regression=1.0)
+    cfg["serving"].update(port=ports[0], max_new_tokens=4)
     cfg["stack"]["local"].update(mlflow_port=ports[1], prefect_port=ports[2], ray_port=ports[3],
                                  ray_dashboard_port=ports[4])  # fmt: skip
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

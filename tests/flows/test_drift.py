@@ -243,7 +243,7 @@ def test_worker_runs_the_retrain_and_its_mlflow_run_links_the_report(
             "model": {"source": str(tiny_causal(tmp_path / "tiny")), "max_source_tokens": 24,
                       "max_target_tokens": 6, "instruction": "summarize the clause ."},
             "training": {"workers": 0, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0},
-            "evaluation": {"max_new_tokens": 4},
+            "serving": {"max_new_tokens": 4},
             "drift": {"min_window_rows": 40, "cooldown": "1s"},
         }
     )  # fmt: skip

@@ -37,8 +37,8 @@ def base(tmp_path_factory) -> dict:
         "model": {"source": str(model), "max_source_tokens": 24, "max_target_tokens": 6,
                   "instruction": "summarize the clause ."},
         "training": {"workers": 0, "batch_size": 8, "learning_rate": 3e-3, "epochs": 1, "warmup_ratio": 0.0},
-        "evaluation": {"max_new_tokens": 4, "approval_timeout": "60s"},
-        "serving": {"build_on_promote": False},
+        "evaluation": {"approval_timeout": "60s"},
+        "serving": {"build_on_promote": False, "max_new_tokens": 4},
     }  # fmt: skip
 
 

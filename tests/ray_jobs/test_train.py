@@ -11,6 +11,7 @@ import torch
 
 from ray_jobs import train as job
 from steep import models
+from steep.generation import resolve_precision
 from steep.pipeline.training import TrainingError, train
 from tests.conftest_train import tiny_config, toy_splits
 
@@ -292,20 +293,11 @@ def test_bf16_autocast_keeps_the_loss_and_its_gradients_close_to_fp32(causal_dir
     assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99
 
 
-def test_precision_auto_follows_the_hardware(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(job, "cpu_has_native_bf16", lambda: True)
-    assert job.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(job, "cpu_has_native_bf16", lambda: False)
-    assert job.resolve_precision("auto", cpu) == "fp32"
-    assert job.resolve_precision("bf16", cpu) == "bf16" and job.resolve_precision("fp32", cpu) == "fp32"
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_step_matches_fp32_and_resolves_to_bf16(causal_dir, tmp_path):
     cuda = torch.device("cuda")
-    assert job.resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("auto", cuda) == "bf16"
     cfg = tiny_config(tmp_path, causal_dir)
     tok = models.load_tokenizer(causal_dir, "causal")
     enc = models.Encoder(tok, models.PromptFormat.from_config(cfg.model, "causal"))
