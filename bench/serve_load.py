@@ -1,14 +1,21 @@
-"""Serving load: the real BentoML server under concurrent clients vs the same model, one request at a time.
+"""Serving load: the real server under concurrent clients against what the model itself can do, in one run.
 
-Both sides serve the same registered model (default: the champion of the configured project) on the same
-texts with the same generation settings, in the same run. The baseline loads the model in this process and
-calls it once per request, sequentially, with no batching; the server is `bentoml serve` (what `steep serve`
-starts) with adaptive batching from `serving`, hit by --clients concurrent HTTP clients. The server's
-inference log goes to a temporary folder, so benchmark traffic never reaches drift monitoring.
+Three sides generate for the same texts with the same settings, from the same registered model (default: the
+configured project's champion):
 
-    python bench/serve_load.py [--model champion|VERSION] [--clients 32] [--requests 256] [--set key=value]
+- sequential: the model in this process as it was served before steep.generation (fp32, LoRA adapter
+  unmerged), one request at a time;
+- limit: the model in this process prepared as the server prepares it (serving.precision, adapter merged),
+  in batches of serving.max_batch_size: the most this engine does on this machine;
+- server: `bentoml serve` (what `steep serve` starts) under --clients concurrent clients on
+  POST /v1/completions; then --stream-requests streamed chat completions under the same concurrency, for the
+  time to first token.
 
-Prints requests/s, p50 and p95 latency and errors per side, then the throughput ratio last.
+    python bench/serve_load.py [--model champion|VERSION] [--clients 32] [--requests 128] [--set key=value]
+
+Prints req/s, tokens/s, p50/p95 latency and errors per side, then the ratios last; writes a JSON record to
+bench/results/. The server's inference log goes to a temporary folder: benchmark traffic never reaches drift.
+Run it alone: a second busy process on a 2-core machine skews every figure.
 """
 
 from __future__ import annotations
@@ -16,42 +23,56 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
+import os
+import platform
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LEGAL = REPO / ".." / "shared" / "datasets" / "legal_summarization" / "legal_summarization.jsonl"
+RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
 
 
 @dataclass
-class Result:
+class Side:
     name: str
-    latencies: list[float]
-    errors: int
-    seconds: float
+    latencies: list[float] = field(default_factory=list)  # seconds per answered request
+    tokens: int = 0  # generated tokens over all answered requests
+    errors: int = 0
+    seconds: float = 0.0
 
     @property
     def rps(self) -> float:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
 
-    def line(self) -> str:
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
         lat = sorted(self.latencies) or [float("nan")]
-        p50 = statistics.median(lat) * 1000
-        p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))] * 1000
+        return lat[min(len(lat) - 1, round(q * (len(lat) - 1)))]
+
+    def line(self) -> str:
         return (
-            f"{self.name:<44} {len(self.latencies):>4} ok  {self.rps:8.2f} req/s  "
-            f"p50 {p50:8.1f} ms  p95 {p95:8.1f} ms  errors {self.errors}"
+            f"{self.name:<16} {len(self.latencies):>4} ok  {self.rps:6.2f} req/s"
+            f"  {self.tokens_per_s:7.1f} tok/s"
+            f"  p50 {statistics.median(self.latencies or [float('nan')]):6.2f} s"
+            f"  p95 {self.percentile(0.95):6.2f} s  errors {self.errors}"
         )
+
+    def record(self) -> dict:
+        return {**asdict(self), "rps": self.rps, "tokens_per_s": self.tokens_per_s}
 
 
 def texts(limit: int, max_chars: int) -> list[str]:
-    """Clauses of the legal set (truncated to serving.max_text_chars), else synthetic text."""
+    """Clauses of the legal set in file order (truncated to serving.max_text_chars), else synthetic text."""
     if LEGAL.exists():
         rows = [json.loads(line) for line in LEGAL.read_text().splitlines() if line.strip()]
         found = [r["source_text"][:max_chars] for r in rows if r.get("source_text", "").strip()]
@@ -62,77 +83,127 @@ def texts(limit: int, max_chars: int) -> list[str]:
     return [" ".join(tokens[i % 5 :] + tokens[: i % 5])[:max_chars] for i in range(limit)]
 
 
-def run_baseline(cfg, selector: str, items: list[str]) -> Result:
-    """The model in this process, one request (one text) at a time: no server, no batching."""
-    from steep.serving.model_slot import registry_slot
+def in_process(cfg, selector: str, items: list[str], batch: list[str]) -> tuple[Side, Side, str]:
+    """The sequential and limit sides, on one loaded model; and the model's name:version."""
+    import mlflow
 
-    slot = registry_slot(cfg, selector)
-    slot.refresh()
-    model = slot.current
-    print(f"model {model.name} v{model.version} (run {model.run_id[:12]})", flush=True)
+    from steep.runtime import Runtime
+    from steep.serving.model_slot import resolve_version
+
+    registry = Runtime.of(cfg).registry()
+    version = resolve_version(registry, selector)
+    summarizer = (
+        mlflow.pyfunc.load_model(f"models:/{registry.name}/{version}").unwrap_python_model().summarizer
+    )
+    print(f"model {registry.name} v{version}", flush=True)
     new_tokens = cfg.serving.max_new_tokens
-    model.summarizer.summarize(items[:2], max_new_tokens=new_tokens)  # warm-up, not timed
-    latencies, errors = [], 0
+
+    sequential = Side("sequential")
+    summarizer.generate([summarizer.request(items[0], max_new_tokens=new_tokens)])  # warm-up, not timed
     start = time.perf_counter()
     for text in items:
         t0 = time.perf_counter()
-        try:
-            model.summarizer.summarize([text], max_new_tokens=new_tokens, batch_size=1)
-            latencies.append(time.perf_counter() - t0)
-        except Exception:
-            errors += 1
-    return Result(
-        "baseline: in-process, one request at a time", latencies, errors, time.perf_counter() - start
-    )
+        [done] = summarizer.generate([summarizer.request(text, max_new_tokens=new_tokens)])
+        sequential.latencies.append(time.perf_counter() - t0)
+        sequential.tokens += done.completion_tokens
+    sequential.seconds = time.perf_counter() - start
+    print(sequential.line(), flush=True)
+
+    summarizer.prepare(cfg.serving.precision)  # what the server does when it loads a version
+    limit = Side(f"limit ({summarizer.precision})")
+    size = cfg.serving.max_batch_size
+    summarizer.generate([summarizer.request(t, max_new_tokens=new_tokens) for t in batch[:size]])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(batch), size):  # in arrival order, as the server's queue sees them
+        done = summarizer.generate(
+            [summarizer.request(t, max_new_tokens=new_tokens) for t in batch[i : i + size]]
+        )
+        finished = time.perf_counter() - start  # every request arrived at the start
+        limit.latencies += [finished] * len(done)
+        limit.tokens += sum(d.completion_tokens for d in done)
+    limit.seconds = time.perf_counter() - start
+    print(limit.line(), flush=True)
+    return sequential, limit, f"{registry.name}:{version}"
 
 
-async def load(url: str, items: list[str], clients: int, api_key: str | None) -> Result:
+async def load(url: str, model: str, items: list[str], clients: int, headers: dict) -> Side:
+    """POST /v1/completions, one text per request, from `clients` concurrent clients."""
     import httpx
 
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for text in items:
-        queue.put_nowait(text)
-    latencies: list[float] = []
-    errors = 0
-    headers = {"x-api-key": api_key} if api_key else {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    side = Side("server")
+    pending = list(reversed(items))
 
     async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        while not queue.empty():
-            text = queue.get_nowait()
+        while pending:
+            text = pending.pop()
             t0 = time.perf_counter()
             try:
-                resp = await http.post(f"{url}/summarize", json={"texts": text}, headers=headers)
-                if resp.status_code == 200 and len(resp.json()) == 1:
-                    latencies.append(time.perf_counter() - t0)
+                resp = await http.post(f"{url}/v1/completions", json={"model": model, "prompt": text})
+                if resp.status_code == 200:
+                    side.latencies.append(time.perf_counter() - t0)
+                    side.tokens += resp.json()["usage"]["completion_tokens"]
                 else:
-                    errors += 1
+                    side.errors += 1
             except httpx.HTTPError:
-                errors += 1
+                side.errors += 1
 
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as http:
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
-        seconds = time.perf_counter() - start
-    return Result(f"server: {clients} concurrent clients, batching", latencies, errors, seconds)
+        side.seconds = time.perf_counter() - start
+    return side
 
 
-def run_server(cfg, selector: str, items: list[str], clients: int, warmup: int) -> Result:
+async def first_tokens(url: str, model: str, items: list[str], clients: int, headers: dict) -> Side:
+    """Streamed chat completions: latency here is the time to the first piece of text."""
+    import httpx
+
+    side = Side("streaming")
+    pending = list(reversed(items))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while pending:
+            text = pending.pop()
+            body = {"model": model, "stream": True, "messages": [{"role": "user", "content": text}]}
+            t0 = time.perf_counter()
+            first = None
+            try:
+                async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+                    async for line in resp.aiter_lines():
+                        if line.startswith("data: {") and '"content":"' in line and first is None:
+                            first = time.perf_counter() - t0
+                        if line == "data: [DONE]":
+                            break
+                if resp.status_code == 200 and first is not None:
+                    side.latencies.append(first)
+                else:
+                    side.errors += 1
+            except httpx.HTTPError:
+                side.errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        side.seconds = time.perf_counter() - start
+    return side
+
+
+def served(cfg, selector: str, model: str, items: list[str], args: argparse.Namespace) -> tuple[Side, Side]:
     import httpx
 
     from steep import tracking
     from steep.runtime import Runtime
     from steep.serving import process
     from steep.serving.auth import api_key
+    from steep.stack.daemons import free_port
 
     with tempfile.TemporaryDirectory(prefix="steep-serve-bench-") as tmp:
         server_cfg = cfg.model_copy(deep=True)
         server_cfg.serving.model_alias = selector
         server_cfg.project.home = tmp  # its inference log: not the project's
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         registry = Runtime.of(cfg).tracking_uri or tracking.default_tracking_uri(cfg)
         log = Path(tmp) / "server.log"
         proc = process.start(server_cfg, "127.0.0.1", port, log, extra_env={"MLFLOW_TRACKING_URI": registry})
@@ -145,9 +216,19 @@ def run_server(cfg, selector: str, items: list[str], clients: int, warmup: int) 
                 raise
             key = api_key(cfg.serving)
             headers = {"x-api-key": key} if key else {}
-            for text in items[:warmup]:  # warm-up: the model and BentoML's batching estimator, not timed
-                httpx.post(f"{url}/summarize", json={"texts": text}, headers=headers, timeout=600)
-            return asyncio.run(load(url, items, clients, key))
+            for text in items[: args.warmup]:  # untimed: first batches pay one-off costs
+                httpx.post(
+                    f"{url}/v1/completions",
+                    json={"model": model, "prompt": text},
+                    headers=headers,
+                    timeout=600,
+                )
+            side = asyncio.run(load(url, model, items, args.clients, headers))
+            print(side.line(), flush=True)
+            streams = asyncio.run(
+                first_tokens(url, model, items[: args.stream_requests], args.clients, headers)
+            )
+            return side, streams
         finally:
             process.stop(proc)
 
@@ -156,36 +237,68 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", "-c", type=Path, default=None, help="steep.yaml (default: ./steep.yaml)")
+    parser.add_argument("--config", "-c", type=Path, default=None, help="steep.yaml (default: found upward)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
-    parser.add_argument(
-        "--model", default=None, help="alias or version to serve (default: serving.model_alias)"
-    )
-    parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients against the server")
-    parser.add_argument("--requests", type=int, default=256, help="requests sent to the server")
-    parser.add_argument("--baseline-requests", type=int, default=64, help="requests made one at a time")
-    parser.add_argument("--warmup", type=int, default=16, help="untimed requests before the server load")
+    parser.add_argument("--model", default=None, help="alias or version (default: serving.model_alias)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients against the server")
+    parser.add_argument("--requests", type=int, default=128, help="requests for the limit and server sides")
+    parser.add_argument("--sequential-requests", type=int, default=24, help="requests made one at a time")
+    parser.add_argument("--stream-requests", type=int, default=64, help="streamed requests (first token)")
+    parser.add_argument("--warmup", type=int, default=16, help="untimed server requests before the load")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serve_load_cpu.json", help="the JSON record")
     args = parser.parse_args()
 
-    from steep.cli.app import quiet_third_parties
-    from steep.config import load_config
+    from steep.config import find_config, load_config
+    from steep.quiet import quiet_third_parties
 
     quiet_third_parties()
-    cfg = load_config(args.config, args.sets)
+    cfg = load_config(args.config or find_config(), args.sets)
     selector = args.model or cfg.serving.model_alias
     s = cfg.serving
+    load_before = os.getloadavg()
     print(
-        f"serving: max_batch_size {s.max_batch_size}, max_latency_ms {s.max_latency_ms}, "
-        f"max_new_tokens {s.max_new_tokens}; one text per request",
+        f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f}; serving: max_batch_size "
+        f"{s.max_batch_size}, max_new_tokens {s.max_new_tokens}, precision {s.precision}; "
+        "one text per request",
         flush=True,
     )
-    pool = texts(max(args.requests, args.baseline_requests), cfg.serving.max_text_chars)
-    baseline = run_baseline(cfg, selector, pool[: args.baseline_requests])
-    print(baseline.line(), flush=True)
-    served = run_server(cfg, selector, pool[: args.requests], args.clients, args.warmup)
-    print(served.line(), flush=True)
-    ratio = served.rps / baseline.rps if baseline.rps else float("nan")
-    print(f"throughput ratio (server / baseline): {ratio:.2f}x")
+    pool = texts(max(args.requests, args.sequential_requests), s.max_text_chars)
+    sequential, limit, model = in_process(
+        cfg, selector, pool[: args.sequential_requests], pool[: args.requests]
+    )
+    server, streaming = served(cfg, selector, model, pool[: args.requests], args)
+    ttft = statistics.median(streaming.latencies or [float("nan")])
+    print(
+        f"streaming: time to first token p50 {ttft:.2f} s  p95 {streaming.percentile(0.95):.2f} s "
+        f"over {len(streaming.latencies)} streams ({args.clients} clients), errors {streaming.errors}"
+    )
+    ratios = {
+        "server_vs_limit": server.rps / limit.rps if limit.rps else float("nan"),
+        "server_vs_sequential": server.rps / sequential.rps if sequential.rps else float("nan"),
+        "limit_vs_sequential": limit.rps / sequential.rps if sequential.rps else float("nan"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                            "load_average_before": load_before, "load_average_after": os.getloadavg()},
+                "model": model,
+                "serving": s.model_dump(mode="json"),
+                "clients": args.clients,
+                "sides": [side.record() for side in (sequential, limit, server, streaming)],
+                "ratios": ratios,
+            },
+            indent=2,
+        )
+    )  # fmt: skip
+    print(f"load average after {os.getloadavg()[0]:.2f}; record: {args.out}")
+    print(
+        f"ratios: server / limit {ratios['server_vs_limit']:.2f}x (target >= 0.85)   "
+        f"server / sequential {ratios['server_vs_sequential']:.2f}x (target >= 4)   "
+        f"errors {server.errors + streaming.errors}"
+    )
 
 
 if __name__ == "__main__":

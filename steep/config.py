@@ -281,16 +281,6 @@ class EvaluationConfig(Section):
     batch_size: int = Field(16, ge=1)
     max_examples: int | None = Field(None, ge=1, description="evaluate at most this many test rows")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _moved(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "max_new_tokens" in data:
-            raise ValueError(
-                "evaluation.max_new_tokens moved to serving.max_new_tokens: evaluation generates exactly as "
-                "the server does (same code, length limit and precision), so the gate judges what users get"
-            )
-        return data
-
 
 class ServingConfig(Section):
     host: str = "127.0.0.1"
@@ -371,6 +361,23 @@ class SteepConfig(Section):
     drift: DriftConfig = DriftConfig()
 
     _root: Path | None = PrivateAttr(None)  # the folder of the file it was read from
+
+    @model_validator(mode="before")
+    @classmethod
+    def _evaluation_length_moved(cls, data: Any) -> Any:
+        """evaluation.max_new_tokens (older files) is serving.max_new_tokens now: one length for both."""
+        evaluation = data.get("evaluation") if isinstance(data, dict) else None
+        if not isinstance(evaluation, dict) or "max_new_tokens" not in evaluation:
+            return data
+        serving = data.get("serving") if isinstance(data.get("serving"), dict) else {}
+        old = evaluation["max_new_tokens"]
+        if old != serving.get("max_new_tokens", ServingConfig.model_fields["max_new_tokens"].default):
+            raise ValueError(
+                f"evaluation.max_new_tokens ({old}) moved to serving.max_new_tokens: evaluation generates "
+                "exactly as the server does (same code, length limit and precision), so the gate judges what "
+                "users get. Delete evaluation.max_new_tokens and set serving.max_new_tokens instead"
+            )
+        return {**data, "evaluation": {k: v for k, v in evaluation.items() if k != "max_new_tokens"}}
 
     def __eq__(self, other: object) -> bool:  # the same settings, wherever the file that held them lies
         return isinstance(other, SteepConfig) and self.model_dump() == other.model_dump()

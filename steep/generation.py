@@ -100,6 +100,7 @@ def generate(
         num_beams=1,
         temperature=1.0,  # per-row temperature and top-p are _RowSampling's; the model's defaults stay out
         top_p=1.0,
+        top_k=0,  # else transformers' default top-k 50 would cut every sampled row
         pad_token_id=pad,
         eos_token_id=eos,
     )
@@ -191,7 +192,8 @@ class _RowSampling:
                 scores[row] = float("-inf")
                 scores[row, keep] = 0.0
                 continue
-            scores[row] = scores[row] / t
+            # the best logit shifted to 0, in float64: a tiny temperature (1e-150) tends to greedy, not to nan
+            scores[row] = ((scores[row].double() - scores[row].max()) / t).to(scores.dtype)
             if p < 1.0:
                 ordered, index = scores[row].sort(descending=True)
                 cumulative = ordered.softmax(-1).cumsum(-1)

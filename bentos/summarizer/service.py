@@ -7,10 +7,12 @@ or ./steep.yaml, read once at import: the API's request limits are part of its O
 """
 
 from pathlib import Path
+from typing import Any
 
 import bentoml
 
 from steep.quiet import quiet_third_parties
+from steep.registry import model_name
 from steep.serving import ServingError
 from steep.serving.api import build_app
 from steep.serving.engine import Engine
@@ -35,7 +37,14 @@ def served() -> Engine:
     return _engine[0]
 
 
-app = build_app(LIMITS, served)
+app = build_app(LIMITS, served, model_name(CONFIG))
+
+
+def openapi_document() -> dict[str, Any]:
+    """BentoML's OpenAPI document, labelled with the version it is written in: BentoML calls it 3.0.2, but
+    the schemas FastAPI writes into it are OpenAPI 3.1 (JSON Schema 2020-12: `const`, `type: "null"`, numeric
+    `exclusiveMinimum`), which 3.0 readers misread or reject."""
+    return {**SummarizerService.openapi_spec.asdict(), "openapi": "3.1.0"}
 
 
 @bentoml.asgi_app(app, path="/")
@@ -61,6 +70,8 @@ class SummarizerService:
         self.engine.close()
 
 
-SummarizerService.add_asgi_middleware(WebPageMiddleware, page=Path(__file__).parent / "static" / "index.html")
+SummarizerService.add_asgi_middleware(
+    WebPageMiddleware, page=Path(__file__).parent / "static" / "index.html", document=openapi_document
+)
 SummarizerService.add_asgi_middleware(ApiKeyMiddleware, serving=LIMITS)
 SummarizerService.add_asgi_middleware(BodyLimitMiddleware, serving=LIMITS)

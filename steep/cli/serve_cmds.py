@@ -41,7 +41,8 @@ def serve(
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Serve the champion over HTTP on 127.0.0.1: POST /summarize, a web page at /, /docs, /metrics."""
+    """Serve the champion over HTTP on 127.0.0.1: POST /summarize, OpenAI-compatible /v1 routes, a web page
+    at /, /docs, /metrics."""
     cfg = load(config, sets)
     if model:
         cfg.serving.model_alias = model
@@ -51,6 +52,10 @@ def serve(
     url = f"http://{cfg.serving.host}:{port}"
     console.print(f"serving {ref.name} v{ref.version} ({cfg.serving.model_alias}) at [bold]{url}[/]")
     console.print(f"  web page {url}/   API docs {url}/docs   metrics {url}/metrics   (Ctrl-C stops)")
+    console.print(
+        f"  POST {url}/summarize   OpenAI-compatible: base_url {url}/v1, model {ref.name}",
+        markup=False,
+    )
     proc = process.start(cfg, cfg.serving.host, port)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the server like Ctrl-C does
     try:

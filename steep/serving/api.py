@@ -7,6 +7,8 @@ otherwise answer as 422 with its own body.
 """
 
 import json
+import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +49,7 @@ ERRORS: dict[int, str] = {
     401: "missing or wrong API key",
     404: "no such route, or a model this server does not serve",
     413: "the request body is larger than serving.max_body_bytes",
+    500: "the server failed on this request (a bug: the server log has the cause)",
     503: "the model is still loading, or the server could not start the request within "
     "serving.max_latency_ms",
 }
@@ -54,10 +57,16 @@ ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
+    500: "server_error",
     503: "server_overloaded",
 }
 SSE = "text/event-stream"
+# a field name or a list index in an error's location; the rest are the names pydantic gives the branches of a
+# union (`list[TextPart]`, `constrained-str`), no use to a client
+_FIELD = re.compile(r"[a-z_]+|\d+")
+log = logging.getLogger("steep.serving")
 
 
 def error_response(
@@ -71,24 +80,63 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status)
 
 
-def _responses(*statuses: int, stream: bool = False) -> dict[int | str, dict[str, Any]]:
-    """The error answers a route declares; "4XX" keeps FastAPI from declaring its own 422 shape."""
+def _responses(*statuses: int, stream: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route declares; "4XX" keeps FastAPI from declaring its own 422 shape. `stream`:
+    the chunk a `stream: true` answer sends as server-sent events."""
     declared: dict[int | str, dict[str, Any]] = {
-        s: {"model": ErrorBody, "description": ERRORS[s]} for s in statuses
+        s: {"model": ErrorBody, "description": ERRORS[s]} for s in (*statuses, 500)
     }
     declared["4XX"] = {"model": ErrorBody, "description": "any other client error, in the same shape"}
-    if stream:
+    if stream is not None:
         declared[200] = {
-            "content": {SSE: {"schema": {"type": "string"}}},
+            "content": {SSE: {"schema": _event_schema(stream)}},
             "description": "JSON; with `stream: true`, server-sent events ending with `data: [DONE]`",
         }
     return declared
 
 
-def build_app(serving: ServingConfig, engine: Callable[[], Engine]) -> FastAPI:
-    """The API over `engine()` (the service's engine, created when its worker starts)."""
+def _event_schema(chunk: type[BaseModel]) -> dict[str, Any]:
+    """One server-sent event, as OpenAPI (before 3.2's itemSchema) reads `schema` for text/event-stream: its
+    `data` is a chunk in JSON, an error in OpenAI's shape (after the first byte no status can change), or the
+    final `[DONE]`."""
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"anyOf": [_inline(chunk), _inline(ErrorBody)]},
+                    },
+                ]
+            }
+        },
+    }
+
+
+def _inline(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its nested models written in place: no `$defs` for `$ref` to miss."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rpartition("/")[2]])
+            return {k: resolve(v) for k, v in node.items()}
+        return [resolve(v) for v in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
+def build_app(serving: ServingConfig, engine: Callable[[], Engine], model_name: str | None = None) -> FastAPI:
+    """The API over `engine()` (the service's engine, created when its worker starts); `model_name`, the
+    registered model it serves, is the document's example of a request's `model`."""
     app = FastAPI(title="steep summarizer", docs_url=None, redoc_url=None, openapi_url=None)
-    CompletionRequest, ChatRequest = request_types(serving)
+    CompletionRequest, ChatRequest = request_types(serving, model_name)
     Texts = texts_type(serving)
 
     class SummarizeRequest(BaseModel):
@@ -111,7 +159,7 @@ def build_app(serving: ServingConfig, engine: Callable[[], Engine]) -> FastAPI:
     @app.post(
         "/v1/completions",
         response_model=CompletionResponse,
-        responses=_responses(400, 401, 404, 413, 503, stream=True),
+        responses=_responses(400, 401, 404, 413, 503, stream=CompletionResponse),
     )
     async def completions(body: CompletionRequest) -> Any:  # type: ignore[valid-type]
         """OpenAI's completions: each prompt is a text to summarize; `stream: true` answers with SSE."""
@@ -142,7 +190,7 @@ def build_app(serving: ServingConfig, engine: Callable[[], Engine]) -> FastAPI:
     @app.post(
         "/v1/chat/completions",
         response_model=ChatResponse,
-        responses=_responses(400, 401, 404, 413, 503, stream=True),
+        responses=_responses(400, 401, 404, 413, 503, stream=ChatChunk),
     )
     async def chat(body: ChatRequest) -> Any:  # type: ignore[valid-type]
         """OpenAI's chat completions: the last user message is the text to summarize."""
@@ -232,8 +280,10 @@ def _stream(
                     yield _event(_chunk(reply, model_name, chat, "", None, None, role=True))
                     sent_role = True
                 yield _event(_chunk(reply, model_name, chat, piece, None, None))
-        except ServingError as exc:
-            yield _event(ErrorBody(error=ErrorDetail(message=str(exc), type=_error_type(exc))).model_dump())
+        except Exception as exc:  # after the first byte no status can change: the error is the last event
+            if _status(exc) == 500:
+                log.exception("a streamed answer failed")
+            yield _event(_error_body(exc).model_dump())
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type=SSE, headers={"cache-control": "no-cache"})
@@ -283,8 +333,14 @@ def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _error_type(exc: Exception) -> str:
-    return ERROR_TYPES[_status(exc)]
+def _error_body(exc: Exception) -> ErrorBody:
+    status = _status(exc)
+    message = (
+        f"the server failed on this request ({type(exc).__name__}); the server log has the cause"
+        if status == 500
+        else str(exc)
+    )
+    return ErrorBody(error=ErrorDetail(message=message, type=ERROR_TYPES[status]))
 
 
 def _status(exc: Exception) -> int:
@@ -306,7 +362,7 @@ def _errors(app: FastAPI) -> None:
                     ("body", f"Invalid JSON in the request body: {e.get('ctx', {}).get('error', e['msg'])}")
                 )
                 continue
-            where = ".".join(p for p in loc if not p.startswith(("function-", "json-or-python")))
+            where = ".".join(p for p in loc if _FIELD.fullmatch(p))
             problems.append((where, e.get("msg", "invalid").removeprefix("Value error, ")))
         message = (
             "; ".join(f"{where}: {msg}" if where else msg for where, msg in problems) or "invalid request"
@@ -316,7 +372,14 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         status = exc.status_code if exc.status_code in ERRORS or exc.status_code == 405 else 400
-        return error_response(status, str(exc.detail))
+        answer = error_response(status, str(exc.detail))
+        answer.headers.update(exc.headers or {})  # 405's Allow
+        return answer
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: OpenAI's shape still (Starlette logs the exception once this answer is sent)."""
+        return JSONResponse(_error_body(exc).model_dump(), status_code=500)
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:

@@ -1,6 +1,6 @@
-"""ASGI middleware in front of BentoML's app: the web page at `/`, BentoML's Swagger UI at `/docs`, the
-API-key check (the rule itself is steep.serving.auth) and the request body cap. Their refusals use the API's
-error shape (OpenAI's), as the OpenAPI document declares."""
+"""ASGI middleware in front of BentoML's app: the web page at `/`, BentoML's Swagger UI at `/docs` and its
+OpenAPI document at `/docs.json`, the API-key check (the rule itself is steep.serving.auth) and the request
+body cap. Their refusals use the API's error shape (OpenAI's), as the OpenAPI document declares."""
 
 from __future__ import annotations
 
@@ -16,17 +16,24 @@ ASGIApp = Callable[..., Any]
 
 
 class WebPageMiddleware:
-    """Serves the web page at `/` and moves BentoML's Swagger page, which lives at `/`, to `/docs`."""
+    """Serves the web page at `/`, moves BentoML's Swagger page, which lives at `/`, to `/docs`, and serves
+    `document()` as the OpenAPI document at `/docs.json` when given."""
 
-    def __init__(self, app: ASGIApp, page: Path) -> None:
+    def __init__(
+        self, app: ASGIApp, page: Path, document: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.app = app
         self.page = page.read_bytes()
+        self.document = document
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
             path = scope.get("path", "")
             if path == "/" and scope.get("method") in ("GET", "HEAD"):
                 await _respond(send, 200, self.page, "text/html; charset=utf-8")
+                return
+            if path == "/docs.json" and self.document is not None and scope.get("method") in ("GET", "HEAD"):
+                await _respond(send, 200, json.dumps(self.document()).encode(), "application/json")
                 return
             if path == "/docs":
                 scope = {**scope, "path": "/", "raw_path": b"/"}
@@ -57,7 +64,11 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses a request body over serving.max_body_bytes with 413, before anything reads or parses it."""
+    """Refuses a request body over serving.max_body_bytes with 413, before anything reads or parses it.
+
+    A declared length is judged at once; a body without one (chunked) is read here, up to the limit, and
+    handed on whole, so the refusal never has to interrupt an app that already started reading (or answering).
+    """
 
     def __init__(self, app: ASGIApp, serving: ServingConfig) -> None:
         self.app = app
@@ -68,27 +79,29 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(send, self.limit)
+        if declared is not None:  # the server holds the body to its declared length
+            if declared.isdigit() and int(declared) > self.limit:
+                await _too_large(send, self.limit)
+                return
+            await self.app(scope, receive, send)
             return
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # a chunked body without a length
-                raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client left
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await _too_large(send, self.limit)
+                return
+            if not message.get("more_body", False):
+                break
+        whole = [{"type": "http.request", "body": bytes(body), "more_body": False}]
 
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.limit)
+        async def replayed() -> dict:
+            return whole.pop() if whole else await receive()  # then whatever comes next: a disconnect
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replayed, send)
 
 
 async def _too_large(send: Callable, limit: int) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from steep.config import ServingConfig
+from steep.serving.schema import NON_SPACE, text_type
 
 
 class ErrorDetail(BaseModel):
@@ -29,26 +30,69 @@ class ErrorBody(BaseModel):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Strict, as the schema reads: `0` is no boolean, `"5"` no number; unknown fields are still ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
-def request_types(serving: ServingConfig) -> tuple[type[BaseModel], type[BaseModel]]:
-    """(CompletionRequest, ChatRequest) with the server's limits in their schemas."""
-    Text = Annotated[str, StringConstraints(strict=True, max_length=serving.max_text_chars, pattern=r"\S")]
+def _integral(value: Any) -> Any:
+    """2.0 is the integer 2 in JSON Schema, which strict validation would refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """`true == 1` in Python, not in JSON: a boolean is no `n`."""
+    if isinstance(value, bool):
+        raise ValueError("Input should be 1, not a boolean")
+    return value
+
+
+# What the routes refuse beyond each field's own type, stated in JSON Schema so the document says it too.
+_HAS_TEXT = {"type": "string", "pattern": NON_SPACE}
+USER_MESSAGE_WITH_TEXT: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"const": "user"},
+        "content": {
+            "anyOf": [
+                _HAS_TEXT,
+                {
+                    "type": "array",
+                    "contains": {"type": "object", "required": ["text"], "properties": {"text": _HAS_TEXT}},
+                },
+            ]
+        },
+    },
+}
+ONE_PROMPT_WHEN_STREAMING: dict[str, Any] = {
+    "if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+    "then": {"properties": {"prompt": {"anyOf": [{"type": "string"}, {"type": "array", "maxItems": 1}]}}},
+}
+
+
+def request_types(
+    serving: ServingConfig, model_name: str | None = None
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(CompletionRequest, ChatRequest) with the server's limits in their schemas; `model_name`, the served
+    model, is the example of `model` (what Swagger UI's "Try it out" sends)."""
+    Text = text_type(serving)
     Stop = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+    Tokens = Annotated[int, Field(ge=1, le=serving.max_tokens_limit), BeforeValidator(_integral)]
 
     class Sampling(_Request):
         model: str = Field(
-            description="the served model: `name`, `name:VERSION` or `name:ALIAS` (GET /v1/models)"
+            description="the served model: `name`, `name:VERSION` or `name:ALIAS` (GET /v1/models)",
+            examples=[model_name] if model_name else None,
         )
-        max_tokens: int | None = Field(
-            None, ge=1, le=serving.max_tokens_limit, description="default: serving.max_new_tokens"
-        )
+        max_tokens: Tokens | None = Field(None, description="default: serving.max_new_tokens")
         temperature: float = Field(0.0, ge=0, le=2, description="0 (the default): greedy decoding")
         top_p: float = Field(1.0, gt=0, le=1)
         stop: Stop | Annotated[list[Stop], Field(max_length=4)] | None = None
         stream: bool = False
-        n: Literal[1] = Field(1, description="one choice per prompt")
+        n: Annotated[Literal[1], BeforeValidator(_not_a_boolean)] = Field(
+            1, description="one choice per prompt"
+        )
 
         def settings(self, default_tokens: int) -> dict[str, Any]:
             """steep.generation.Request fields."""
@@ -61,6 +105,8 @@ def request_types(serving: ServingConfig) -> tuple[type[BaseModel], type[BaseMod
             }
 
     class CompletionRequest(Sampling):
+        model_config = ConfigDict(json_schema_extra=ONE_PROMPT_WHEN_STREAMING)
+
         prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=serving.max_texts)] = Field(
             description="the text to summarize, or a list of texts (one choice each)"
         )
@@ -70,7 +116,7 @@ def request_types(serving: ServingConfig) -> tuple[type[BaseModel], type[BaseMod
 
     class TextPart(_Request):
         type: Literal["text"]
-        text: str
+        text: Annotated[str, StringConstraints(strict=True, max_length=serving.max_text_chars)]
 
     class Message(_Request):
         role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -86,9 +132,11 @@ def request_types(serving: ServingConfig) -> tuple[type[BaseModel], type[BaseMod
 
     class ChatRequest(Sampling):
         messages: Annotated[list[Message], Field(min_length=1)] = Field(
-            description="the last `user` message is the text to summarize; the instruction is the model's own"
+            description="the last `user` message with text is the text to summarize; the instruction is the "
+            "model's own",
+            json_schema_extra={"contains": USER_MESSAGE_WITH_TEXT},
         )
-        max_completion_tokens: int | None = Field(None, ge=1, le=serving.max_tokens_limit)
+        max_completion_tokens: Tokens | None = None
         stream_options: StreamOptions | None = None
 
         def text(self) -> str | None:

@@ -23,7 +23,7 @@ from tests.conftest_train import INSTRUCTION, tiny_causal
 
 
 def tiny_serving_config(home: Path, model_dir: Path, **serving) -> SteepConfig:
-    """Tiny model limits: short prompts, 4 new tokens, hot-swap polling every second."""
+    """Tiny model limits: short prompts, 4 new tokens (16 at most on request), hot swap polled each second."""
     return SteepConfig.model_validate(
         {
             "project": {"home": str(home)},
@@ -35,6 +35,7 @@ def tiny_serving_config(home: Path, model_dir: Path, **serving) -> SteepConfig:
             },
             "serving": {
                 "max_new_tokens": 4,
+                "max_tokens_limit": 16,
                 "max_batch_size": 8,
                 "max_latency_ms": 20_000,
                 "max_texts": 4,

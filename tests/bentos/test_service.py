@@ -1,7 +1,9 @@
 """The summarizer against a real `bentoml serve` process over a real MLflow registry (tiny random models).
 
-Covers the API and its validation, bad and good requests batched together, health/metrics/docs, the
-inference log, the web page in headless Chromium, the API key through `steep serve`, and hot swap.
+Covers POST /summarize and its validation (400s in OpenAI's error shape naming the field), bad and good
+requests sent together (steep's batcher), health/metrics/docs, the inference log, the API key through
+`steep serve`, and hot swap. The OpenAI-compatible routes are tests/bentos/test_openai.py's, the OpenAPI
+document test_spec.py's, the web page test_web_page.py's.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from itertools import zip_longest
 
 import httpx
 import psutil
@@ -19,9 +22,10 @@ import yaml
 
 from steep.inference_log import InferenceLog
 from steep.registry import Registry, model_name
-from tests.bentos.conftest import register_tiny
+from tests.bentos.conftest import KEY, register_tiny
 
 pytestmark = pytest.mark.integration
+
 
 def post(url: str, body: bytes | str, **headers: str) -> httpx.Response:
     data = body.encode() if isinstance(body, str) else body
@@ -30,11 +34,24 @@ def post(url: str, body: bytes | str, **headers: str) -> httpx.Response:
     )
 
 
-def explain(resp: httpx.Response) -> str:
+def error(resp: httpx.Response, status: int) -> dict:
+    """The error of an answer, after checking its status and OpenAI's error shape."""
+    assert resp.status_code == status, resp.text
     body = resp.json()
-    return " | ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in body.get("detail", [])) or str(
-        body
-    )
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    return body["error"]
+
+
+def logged(cfg, request_ids: list[str], rows: int, timeout_s: float = 15.0):
+    """The inference log's rows of these requests, once all `rows` are there: a batch answers, then logs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = InferenceLog.for_config(cfg).window(timedelta(hours=1))
+        mine = found[found["request_id"].isin(request_ids)]
+        if len(mine) >= rows or time.monotonic() > deadline:
+            assert len(mine) == rows, mine
+            return mine
+        time.sleep(0.2)
 
 
 def test_one_text_or_a_list_gets_summaries_with_the_model_identity(server):
@@ -52,59 +69,51 @@ def test_one_text_or_a_list_gets_summaries_with_the_model_identity(server):
     assert len(results) == 3 and {r["model_version"] for r in results} == {"1"}
     assert len({r["request_id"] for r in results}) == 1 and results[0]["request_id"] != single["request_id"]
 
-    rows = InferenceLog.for_config(server.cfg).window(timedelta(hours=1))
-    mine = rows[rows["request_id"].isin([single["request_id"], results[0]["request_id"]])]
-    assert len(mine) == 4
+    mine = logged(server.cfg, [single["request_id"], results[0]["request_id"]], 4)
     assert set(mine["model_version"]) == {"1"} and set(mine["run_id"]) == {expected_run}
     assert sorted(mine["n_words"]) == [2, 3, 3, 5]
     assert mine["text"].isna().all() and mine["summary"].isna().all()  # serving.log_texts is off
 
 
-BAD = {
-    "empty list": ('{"texts": []}', "texts: .*at least 1 item"),
-    "blank text": ('{"texts": ["alpha bravo", "   "]}', r"texts\.1: .*blank text"),
-    "too many texts": ('{"texts": ["a", "b", "c", "d", "e"]}', "texts: .*at most 4 items"),
-    "over the length cap": ('{"texts": "' + "a" * 201 + '"}', r"texts\.0: .*at most 200 characters"),
-    "a number": ('{"texts": 3}', "texts: .*a string or a list of strings, got int"),
-    "a list of numbers": ('{"texts": [1, 2]}', r"texts\.0: .*valid string"),
-    "an object": ('{"texts": {"a": "b"}}', "texts: .*got dict"),
-    "malformed JSON": ('{"texts": ["alpha"', "Invalid JSON"),
-    "no texts field": ('{"text": "alpha"}', "texts: Field required"),
+BAD = {  # body, the field the error names (`param`), its message
+    "empty list": ('{"texts": []}', "texts", "texts: .*at least 1 item"),
+    "blank text": ('{"texts": ["alpha bravo", "   "]}', "texts.1", r"texts\.1: .*blank text"),
+    "too many texts": ('{"texts": ["a", "b", "c", "d", "e"]}', "texts", "texts: .*at most 4 items"),
+    "over the length cap": ('{"texts": "' + "a" * 201 + '"}', "texts.0", r"texts\.0: .*at most 200 char"),
+    "a number": ('{"texts": 3}', "texts", "texts: .*a string or a list of strings, got int"),
+    "a list of numbers": ('{"texts": [1, 2]}', "texts.0", r"texts\.0: .*valid string"),
+    "an object": ('{"texts": {"a": "b"}}', "texts", "texts: .*got dict"),
+    "malformed JSON": ('{"texts": ["alpha"', "body", "Invalid JSON in the request body"),
+    "no texts field": ('{"text": "alpha"}', "texts", "texts: Field required"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_requests_get_400_naming_the_field(server, case):
-    body, message = BAD[case]
-    resp = post(server.url, body)
-    assert resp.status_code == 400, resp.text
-    assert re.search(message, explain(resp)), explain(resp)
+    body, param, message = BAD[case]
+    found = error(post(server.url, body), 400)
+    assert found["type"] == "invalid_request_error" and found["code"] is None
+    assert found["param"] == param, found
+    assert re.search(message, found["message"]), found["message"]
 
 
 def batch_sizes(metrics: str) -> tuple[float, float]:
-    """(batches run, batches of one request) from BentoML's adaptive batch size histogram."""
-    count = sum(
-        float(m)
-        for m in re.findall(
-            r'^\w*adaptive_batch_size_count\{[^}]*method_name="summarize"[^}]*\} (\S+)', metrics, re.M
-        )
+    """(batches run, batches of at most 2 rows) from steep's `steep_batch_size` histogram on /metrics."""
+
+    def one(pattern: str) -> float:
+        return sum(float(m) for m in re.findall(pattern, metrics, re.M))
+
+    return one(r"^steep_batch_size_count(?:\{[^}]*\})? (\S+)"), one(
+        r'^steep_batch_size_bucket\{[^}]*le="2\.0"[^}]*\} (\S+)'
     )
-    ones = sum(
-        float(m)
-        for m in re.findall(
-            r'^\w*adaptive_batch_size_bucket\{[^}]*le="1.0"[^}]*method_name="summarize"[^}]*\} (\S+)',
-            metrics,
-            re.M,
-        )
-    )
-    return count, ones
 
 
 def test_bad_requests_never_fail_good_ones_batched_with_them(server):
+    before = batch_sizes(httpx.get(f"{server.url}/metrics").text)
     good = [f'{{"texts": ["alpha bravo {i}", "charlie delta echo"]}}' for i in range(24)]
-    bad = [body for body, _ in BAD.values()] * 2
-    jobs = [(True, b) for b in good] + [(False, b) for b in bad]
-    jobs = [j for pair in zip(jobs[::2], jobs[1::2], strict=False) for j in pair]  # interleave good and bad
+    bad = [body for body, _, _ in BAD.values()] * 2
+    pairs = zip_longest([(True, b) for b in good], [(False, b) for b in bad])
+    jobs = [job for pair in pairs for job in pair if job is not None]  # good and bad interleaved
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         responses = list(pool.map(lambda job: (job[0], post(server.url, job[1])), jobs))
     for ok, resp in responses:
@@ -112,9 +121,11 @@ def test_bad_requests_never_fail_good_ones_batched_with_them(server):
             assert resp.status_code == 200, resp.text
             assert len(resp.json()) == 2 and all(r["model_version"] == "1" for r in resp.json())
         else:
-            assert resp.status_code == 400, resp.text
-    count, ones = batch_sizes(httpx.get(f"{server.url}/metrics").text)
-    assert count > 0 and count > ones, "no batch ever held more than one request: adaptive batching is off"
+            error(resp, 400)
+    after = batch_sizes(httpx.get(f"{server.url}/metrics").text)
+    batches, small = after[0] - before[0], after[1] - before[1]
+    # every good request has 2 rows: a batch of more than 2 held rows of several requests
+    assert batches > 0 and small < batches, "no batch held more than one request: the batcher does not batch"
 
 
 def test_health_metrics_and_openapi_docs(server):
@@ -122,8 +133,10 @@ def test_health_metrics_and_openapi_docs(server):
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     metrics = httpx.get(f"{server.url}/metrics")
     assert metrics.status_code == 200 and "request_duration_seconds" in metrics.text
+    assert "steep_batch_size_bucket" in metrics.text
     spec = httpx.get(f"{server.url}/docs.json").json()
-    assert "/summarize" in spec["paths"]
+    assert spec["openapi"] == "3.1.0"  # the schemas in it are JSON Schema 2020-12, as OpenAPI 3.1 reads them
+    assert {"/summarize", "/v1/models", "/v1/completions", "/v1/chat/completions"} <= set(spec["paths"])
     assert "texts" in yaml.safe_dump(spec["components"])
     docs = httpx.get(f"{server.url}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
@@ -132,13 +145,20 @@ def test_health_metrics_and_openapi_docs(server):
 # --------------------------------------------------------------------------------------------- steep serve
 def test_steep_serve_requires_the_key_but_health_stays_open(keyed_server):
     url, _, _ = keyed_server
-    for path in ("/healthz", "/readyz", "/metrics", "/"):
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/docs", "/docs.json"):
         assert httpx.get(f"{url}{path}").status_code == 200, path
-    missing = post(url, '{"texts": "alpha bravo"}')
-    assert missing.status_code == 401 and "X-API-Key" in missing.json()["error"]
-    assert post(url, '{"texts": "alpha bravo"}', **{"x-api-key": "wrong"}).status_code == 401
-    assert post(url, '{"texts": "alpha bravo"}', **{"x-api-key": "s3cret-key"}).status_code == 200
-    assert post(url, '{"texts": "alpha bravo"}', authorization="Bearer s3cret-key").status_code == 200
+    for resp in (
+        post(url, '{"texts": "alpha bravo"}'),
+        post(url, '{"texts": "alpha bravo"}', **{"x-api-key": "wrong"}),
+        post(url, '{"texts": "alpha bravo"}', authorization="Bearer wrong"),
+        httpx.get(f"{url}/v1/models"),
+    ):
+        found = error(resp, 401)
+        assert "X-API-Key" in found["message"]
+        assert (found["type"], found["code"]) == ("invalid_request_error", "invalid_api_key")
+        assert resp.headers["www-authenticate"] == "Bearer"
+    assert post(url, '{"texts": "alpha bravo"}', **{"x-api-key": KEY}).status_code == 200
+    assert post(url, '{"texts": "alpha bravo"}', authorization=f"Bearer {KEY}").status_code == 200
 
 
 def test_steep_serve_binds_localhost_only(keyed_server):

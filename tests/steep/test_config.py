@@ -132,3 +132,21 @@ def test_durations(text, seconds):
 def test_bad_duration(tmp_path):
     with pytest.raises(ConfigError, match=r"stack\.ttl: a duration like 90s"):
         load_config(write(tmp_path, "stack: {ttl: soon}\n"), environ={})
+
+
+def test_evaluation_max_new_tokens_moved_to_serving(tmp_path):
+    """Evaluation generates as the server does: an older file's different length is an error, not ignored."""
+    with pytest.raises(ConfigError, match=r"moved to serving\.max_new_tokens") as err:
+        load_config(write(tmp_path, "evaluation:\n  max_new_tokens: 64\n"), environ={})
+    assert "evaluation.max_new_tokens (64)" in str(err.value)
+    same = "evaluation:\n  max_new_tokens: 32\nserving:\n  max_new_tokens: 32\n"
+    assert load_config(write(tmp_path, same), environ={}).serving.max_new_tokens == 32
+
+
+def test_serving_precision_takes_auto_fp32_or_bf16(tmp_path):
+    assert load_config(write(tmp_path, ""), environ={}).serving.precision == "auto"
+    chosen = load_config(write(tmp_path, "serving: {precision: bf16}\n"), environ={})
+    assert chosen.serving.precision == "bf16"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "serving: {precision: fp16}\n"), environ={})
+    assert "serving.precision: must be 'auto', 'fp32' or 'bf16', got 'fp16'" in str(err.value)

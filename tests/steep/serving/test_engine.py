@@ -1,7 +1,12 @@
-"""The engine: one batch answered with the model identity, every text in the inference log."""
+"""The engine: requests of every caller share batches, each answer names the model version that wrote it,
+every text goes to the inference log."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -9,54 +14,234 @@ from pydantic import TypeAdapter
 
 from steep.config import SteepConfig
 from steep.drift import Sample
+from steep.generation import Completion
 from steep.inference_log import InferenceLog
-from steep.serving.engine import Engine
+from steep.serving.batcher import Row
+from steep.serving.engine import Engine, ModelNotFound
 from steep.serving.model_slot import LoadedModel, ModelSlot
 from steep.serving.schema import texts_type
 from tests.steep.serving.test_model_slot import FakeRegistry
 
+WAIT = 10
+
 
 class EchoSummarizer:
-    def summarize(self, texts, max_new_tokens=48, batch_size=8):
-        return [t.split()[0] for t in texts]
+    """Answers each text with its first word (streamed in two pieces) and counts its words as the prompt's
+    tokens; records the settings it was asked for; can be held inside a batch (it runs in the batcher's
+    thread)."""
+
+    def __init__(self) -> None:
+        self.settings: list[dict] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def request(self, text: str, **settings):
+        self.settings.append({k: v for k, v in settings.items() if k != "on_text"})
+        return text, settings.get("on_text")
+
+    def generate(self, requests) -> list[Completion]:
+        self.started.set()
+        assert self.release.wait(WAIT)
+        out = []
+        for text, on_text in requests:
+            words = text.split()
+            if on_text is not None:  # the first word in two pieces
+                on_text(words[0][:2])
+                on_text(words[0][2:])
+            out.append(Completion(words[0], len(words), 1, "stop"))
+        return out
 
 
-def echo_engine(cfg: SteepConfig) -> Engine:
-    reg = FakeRegistry()
-    reg.load = lambda v: LoadedModel("m", v, f"run-{v}", EchoSummarizer())  # type: ignore[method-assign]
-    slot = ModelSlot(reg.resolve, reg.load)
-    slot.refresh()
-    return Engine(cfg, slot)
+class Served:
+    """A slot over FakeRegistry whose versions all answer with one EchoSummarizer."""
+
+    def __init__(self) -> None:
+        self.registry = FakeRegistry()
+        self.summarizer = EchoSummarizer()
+        self.registry.load = self.load  # type: ignore[method-assign]
+        self.slot = ModelSlot(self.registry.resolve, self.registry.load)
+        self.slot.refresh()
+
+    def load(self, version: str) -> LoadedModel:
+        return LoadedModel("m", version, f"run-{version}", self.summarizer)
+
+    def swap_to(self, version: str) -> None:
+        self.registry.version = version
+        assert self.slot.refresh()
 
 
+@contextmanager
+def engine_over(cfg: SteepConfig, served: Served | None = None, **kwargs) -> Iterator[Engine]:
+    engine = Engine(cfg, (served or Served()).slot, **kwargs)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def config(tmp_path, **serving) -> SteepConfig:
+    return SteepConfig.model_validate({"project": {"home": str(tmp_path)}, "serving": serving})
+
+
+# ------------------------------------------------------------------------------------ answers and the log
 @pytest.mark.parametrize("log_texts", [False, True])
 def test_engine_answers_with_the_model_identity_and_logs_every_text(tmp_path, log_texts):
-    cfg = SteepConfig.model_validate(
-        {"project": {"home": str(tmp_path)}, "serving": {"log_texts": log_texts}}
-    )
-    engine = echo_engine(cfg)
+    cfg = config(tmp_path, log_texts=log_texts)
     items = TypeAdapter(texts_type(cfg.serving)).validate_python(["alpha bravo", "charlie delta echo"])
-    out = engine.summarize(items)
+    with engine_over(cfg) as engine:
+        out = asyncio.run(engine.summarize(items))
+        assert asyncio.run(engine.summarize(["plain strings work too"]))[0].summary == "plain"
+        assert asyncio.run(engine.summarize([])) == []
+    # answered first, logged right after: the log is complete once close() has let the batcher finish
     assert [o.summary for o in out] == ["alpha", "charlie"]
     assert {(o.model_name, o.model_version, o.run_id) for o in out} == {("m", "1", "run-1")}
+    assert {o.request_id for o in out} == {items[0].request_id}
     rows = InferenceLog.for_config(cfg).window(timedelta(hours=1))
-    assert list(rows["n_words"]) == [2, 3] and set(rows["request_id"]) == {items[0].request_id}
+    rows = rows[rows["request_id"] == items[0].request_id]
+    assert sorted(rows["n_words"]) == [2, 3] and len(rows) == 2
     assert (rows["latency_ms"] >= 0).all() and set(rows["model_version"]) == {"1"}
+    assert set(rows["run_id"]) == {"run-1"} and set(rows["model_name"]) == {"m"}
     if log_texts:
-        assert list(rows["text"]) == ["alpha bravo", "charlie delta echo"]
+        assert sorted(rows["text"]) == ["alpha bravo", "charlie delta echo"]
     else:
         assert rows["text"].isna().all() and rows["summary"].isna().all()
-    assert engine.summarize(["plain strings work too"])[0].summary == "plain"
 
 
 def test_the_served_log_and_the_drift_reference_hash_a_word_identically(tmp_path, monkeypatch):
     """The server and the drift check each open the log with InferenceLog.for_config: one salt, one hash."""
     monkeypatch.delenv("STEEP_INFERENCE_SALT", raising=False)
     server_cfg = SteepConfig.model_validate({"project": {"home": str(tmp_path / "home")}})
-    echo_engine(server_cfg).summarize(["alpha bravo", "charlie"])
+    with engine_over(server_cfg) as engine:
+        asyncio.run(engine.summarize(["alpha bravo", "charlie"]))
     logged = Sample.from_log(InferenceLog.for_config(server_cfg).window(timedelta(hours=1)))
     drift_cfg = SteepConfig.model_validate(
         {"project": {"home": str(tmp_path / "home"), "name": "other-name"}}
     )
     reference = Sample.from_texts(["alpha bravo", "charlie"], InferenceLog.for_config(drift_cfg).salt)
     assert logged.vocab == reference.vocab and all(logged.vocab)
+
+
+def test_a_log_that_cannot_be_written_does_not_fail_the_answers(tmp_path):
+    cfg = config(tmp_path)
+    (tmp_path / "inference").write_text("a file where the log folder should be")
+    with engine_over(cfg) as engine:
+        assert [s.summary for s in asyncio.run(engine.summarize(["alpha bravo"]))] == ["alpha"]
+
+
+# ------------------------------------------------------------------------------------ batching
+def test_concurrent_callers_share_a_batch_and_each_gets_its_own_answers(tmp_path):
+    """While the model is busy, the rows of every caller (streaming or not) queue up and run as one batch."""
+    sizes: list[int] = []
+    served = Served()
+    settings = {"max_new_tokens": 5, "temperature": 0.5, "top_p": 0.9, "stop": ("x",)}
+
+    async def callers(engine: Engine):
+        summarizer = served.summarizer
+        summarizer.release.clear()
+        first = asyncio.create_task(engine.generate(["held while the others arrive"], "r0"))
+        assert await asyncio.to_thread(summarizer.started.wait, WAIT)
+
+        async def stream() -> list:
+            return [piece async for piece in engine.stream("streamed text", "r3", settings)]
+
+        tasks = [
+            asyncio.create_task(engine.generate(["alpha one", "bravo two"], "r1")),
+            asyncio.create_task(engine.generate(["charlie three"], "r2", settings)),
+            asyncio.create_task(stream()),
+            asyncio.create_task(engine.summarize(["delta four", "echo five", "foxtrot six"])),
+        ]
+        await asyncio.sleep(0)  # one turn of the loop: every task submits its rows, then awaits
+        summarizer.release.set()
+        return await first, await asyncio.gather(*tasks)
+
+    with engine_over(config(tmp_path, max_batch_size=16), served, on_batch=sizes.append) as engine:
+        first, (one, two, streamed, summaries) = asyncio.run(callers(engine))
+    assert sizes == [1, 7]
+    assert [c.text for _, c in first] == ["held"]
+    assert [c.text for _, c in one] == ["alpha", "bravo"] and [c.text for _, c in two] == ["charlie"]
+    assert streamed[:-1] == ["st", "reamed"] and streamed[-1][1].text == "streamed"
+    assert streamed[-1][0].version == "1"
+    assert [s.summary for s in summaries] == ["delta", "echo", "foxtrot"]
+    default = {"max_new_tokens": engine.cfg.serving.max_new_tokens}
+    assert served.summarizer.settings.count(settings) == 2  # r2 and the stream, as asked
+    assert served.summarizer.settings.count(default) == 6  # the others: /summarize's settings
+
+
+def test_batches_are_cut_at_max_batch_size(tmp_path):
+    sizes: list[int] = []
+    served = Served()
+
+    async def callers(engine: Engine):
+        served.summarizer.release.clear()
+        first = asyncio.create_task(engine.generate(["held"], "r0"))
+        assert await asyncio.to_thread(served.summarizer.started.wait, WAIT)
+        rest = asyncio.create_task(engine.generate([f"t{i}" for i in range(5)], "r1"))
+        await asyncio.sleep(0)
+        served.summarizer.release.set()
+        return await first, await rest
+
+    with engine_over(config(tmp_path, max_batch_size=2), served, on_batch=sizes.append) as engine:
+        _, rest = asyncio.run(callers(engine))
+    assert sizes == [1, 2, 2, 1] and [c.text for _, c in rest] == [f"t{i}" for i in range(5)]
+
+
+# ------------------------------------------------------------------------------------ model names
+def test_model_ids_and_the_version_each_pins(tmp_path):
+    with engine_over(config(tmp_path)) as engine:
+        assert engine.model_ids() == ["m", "m:1", "m:champion"]
+        assert engine.pinned_version("m") is None and engine.pinned_version("m:champion") is None
+        assert engine.pinned_version("m:1") == "1"
+        for other in ("other", "m:2", "m:latest"):
+            with pytest.raises(ModelNotFound, match="GET /v1/models") as err:
+                engine.pinned_version(other)
+            assert "'m:1'" in str(err.value)
+    with engine_over(config(tmp_path, model_alias="1")) as engine:  # a pinned server: no alias to name
+        assert engine.model_ids() == ["m", "m:1"]
+
+
+def test_a_pinned_version_that_is_no_longer_served_fails_with_model_not_found(tmp_path):
+    served = Served()
+    with engine_over(config(tmp_path), served) as engine:
+        assert engine.pinned_version("m:1") == "1"
+        served.swap_to("2")  # the hot swap lands between the request's check and its batch
+        with pytest.raises(ModelNotFound, match="version 1 is no longer served"):
+            asyncio.run(engine.generate(["alpha bravo"], "r1", version="1"))
+
+        async def stream():
+            return [piece async for piece in engine.stream("alpha", "r2", {}, version="1")]
+
+        with pytest.raises(ModelNotFound):
+            asyncio.run(stream())
+        [(model, done)] = asyncio.run(engine.generate(["alpha bravo"], "r3", version="2"))
+        assert (model.version, done.text) == ("2", "alpha")
+        with pytest.raises(ModelNotFound):
+            engine.pinned_version("m:1")
+
+
+def test_in_one_batch_only_the_rows_pinned_to_another_version_are_refused(tmp_path):
+    sizes: list[int] = []
+    answers: dict[str, object] = {}
+    served = Served()
+    served.swap_to("2")
+
+    def row(text: str, version: str | None) -> Row:
+        return Row(
+            text,
+            "r",
+            {},
+            lambda model, result: answers.update({text: (model.version, result)}),
+            version=version,
+        )
+
+    with engine_over(config(tmp_path), served, on_batch=sizes.append) as engine:
+        engine.run_batch([row("alpha old", "1"), row("bravo any", None), row("charlie new", "2")])
+    assert sizes == [2]
+    version, refused = answers["alpha old"]
+    assert version == "2" and isinstance(refused, ModelNotFound)
+    assert [(v, c.text) for v, c in (answers["bravo any"], answers["charlie new"])] == [
+        ("2", "bravo"),
+        ("2", "charlie"),
+    ]
+    rows = InferenceLog.for_config(engine.cfg).window(timedelta(hours=1))
+    assert len(rows) == 2 and set(rows["model_version"]) == {"2"}  # the refused row is not logged
