@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steep.config import ModelConfig, SteepConfig, TrainingConfig
 from steep.errors import SteepError
-from steep.generation import Completion, Request, generate, resolve_precision
+from steep.generation import Batch, Completion, Request, generate, open_batch, resolve_precision
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -368,20 +368,22 @@ class Summarizer:
         """A generation request for one text, formatted as in training (settings: see steep.generation)."""
         return Request(self.encoder.prompt(str(text)), **settings)
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
-        """One batch of requests, each with its own limits; see steep.generation.generate."""
-        return generate(self.model, self.tokenizer, requests, left_padded=self.fmt.kind == "causal")
+    def generate(self, requests: list[Request], max_rows: int = 16) -> list[Completion]:
+        """Requests, at most `max_rows` generating at a time; see steep.generation.generate."""
+        return generate(self.model, self.tokenizer, requests, max_rows=max_rows, causal=self.causal)
+
+    def open_batch(self) -> Batch:
+        """Rows generating together, that requests join and leave one step at a time (the server's)."""
+        return open_batch(self.model, self.tokenizer, causal=self.causal)
+
+    @property
+    def causal(self) -> bool:
+        return self.fmt.kind == "causal"
 
     def summarize(self, texts: list[str], max_new_tokens: int = 48, batch_size: int = 8) -> list[str]:
-        """Greedy summaries, batched by similar length (less padding); returned in input order."""
+        """Greedy summaries, at most `batch_size` generating at a time; returned in input order."""
         requests = [self.request(t, max_new_tokens=max_new_tokens) for t in texts]
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
-        out: list[str] = [""] * len(requests)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            for i, done in zip(idx, self.generate([requests[i] for i in idx]), strict=True):
-                out[i] = done.text
-        return out
+        return [done.text for done in self.generate(requests, max_rows=batch_size)]
 
 
 def load_for_inference(

@@ -1,8 +1,9 @@
 """The server's batching: rows from every endpoint wait in one queue, and one thread generates.
 
-Whenever the model is free, the thread takes every row waiting (up to `serving.max_batch_size`) and runs
-them as one batch, so under load batches fill by themselves and an idle server answers at once. A row that
-waited longer than `serving.max_latency_ms` before its batch started is refused (503) instead of generated.
+Iteration-level batching: between two decoding steps the thread admits every waiting row the batch has room
+for (`serving.max_batch_size`), and a row leaves as soon as it is finished. Under load the batch stays full;
+an idle server answers at once. A row that waited longer than `serving.max_latency_ms` before it was
+admitted is refused (503) instead of generated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from steep.serving import ServingError
 
@@ -35,15 +36,36 @@ class Row:
     on_text: Callable[[str], None] | None = None
     version: str | None = None  # the request named this model version: refuse another one
     received: float = field(default_factory=time.perf_counter)
+    answered: float | None = None
+
+
+class RunningBatch(Protocol):
+    """Rows generating together on one model snapshot (steep.serving.engine.EngineBatch)."""
+
+    size: int
+
+    def add(self, row: Row) -> None: ...  # admit a row (its prefill); may answer it at once
+
+    def step(self) -> None: ...  # one decoding step; answers the rows that finished
+
+    def fail(self, error: Exception) -> None: ...  # answer every row still in it with the error
+
+    def stale(self) -> bool: ...  # the served model moved on: admit nothing more, drain
 
 
 class Batcher:
-    """A queue of rows and the one thread that runs them, `run_batch(rows)` at a time."""
+    """A queue of rows and the one thread that generates them, one decoding step at a time.
+
+    Between two steps the thread admits waiting rows while the batch has room (`max_batch_size`), so a
+    request never waits for a whole batch to finish, and rows that finished leave at once. When the served
+    model moved (a hot swap), the running batch takes nothing more and finishes; the next one starts on the
+    new model.
+    """
 
     def __init__(
-        self, run_batch: Callable[[list[Row]], None], max_batch_size: int, max_wait_s: float
+        self, open_batch: Callable[[], RunningBatch], max_batch_size: int, max_wait_s: float
     ) -> None:
-        self.run_batch = run_batch
+        self.open_batch = open_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._queue: queue.SimpleQueue[Row | None] = queue.SimpleQueue()
@@ -55,43 +77,66 @@ class Batcher:
             self._queue.put(row)
 
     def close(self) -> None:
+        """Answer the rows already queued, then stop the thread."""
         self._queue.put(None)
-        self._thread.join(timeout=10)
-
-    def _next_batch(self) -> list[Row] | None:
-        """Block for one row, then take whatever else waits, up to max_batch_size."""
-        first = self._queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < self.max_batch_size:
-            try:
-                row = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if row is None:
-                self._queue.put(None)  # finish this batch, then stop
-                break
-            batch.append(row)
-        return batch
+        self._thread.join(timeout=60)
 
     def _loop(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            now = time.perf_counter()
-            fresh = [r for r in batch if now - r.received <= self.max_wait_s]
-            for row in (r for r in batch if now - r.received > self.max_wait_s):
-                row.done(
-                    None,
-                    Overloaded(
-                        f"the server is busy: this request waited {now - row.received:.1f} s, over "
-                        f"serving.max_latency_ms ({self.max_wait_s * 1000:.0f} ms); retry later"
-                    ),
-                )
-            if not fresh:
-                continue
+        batch: RunningBatch | None = None
+        held: Row | None = None  # taken from the queue while the running batch was stale
+        stopping = False
+        while True:
+            if batch is None or batch.size == 0:
+                if stopping:
+                    return
+                row = held or self._queue.get()  # idle: wait for work
+                held = None
+                if row is None:
+                    return
+                batch = self._started(row)
+                if batch is None:
+                    continue
+            while not stopping and held is None and batch.size < self.max_batch_size:
+                try:
+                    row = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if row is None:
+                    stopping = True  # finish what runs, then stop
+                elif batch.stale():
+                    held = row
+                else:
+                    self._admit(batch, row)
             try:
-                self.run_batch(fresh)
-            except Exception as exc:  # a broken batch fails its own rows, never the server
-                log.exception("a batch of %d rows failed", len(fresh))
-                for row in fresh:
-                    row.done(None, exc)
+                batch.step()
+            except Exception as exc:  # a broken step fails its own rows, never the server
+                log.exception("a batch of %d rows failed", batch.size)
+                batch.fail(exc)
+                batch = None
+
+    def _started(self, row: Row) -> RunningBatch | None:
+        """A batch on the model served now, with its first row; None when that row was refused."""
+        try:
+            batch = self.open_batch()
+        except Exception as exc:
+            row.done(None, exc)
+            return None
+        self._admit(batch, row)
+        return batch
+
+    def _admit(self, batch: RunningBatch, row: Row) -> None:
+        waited = time.perf_counter() - row.received
+        if waited > self.max_wait_s:
+            row.done(
+                None,
+                Overloaded(
+                    f"the server is busy: this request waited {waited:.1f} s, over serving.max_latency_ms "
+                    f"({self.max_wait_s * 1000:.0f} ms); retry later"
+                ),
+            )
+            return
+        try:
+            batch.add(row)
+        except Exception as exc:  # e.g. a prompt the model cannot take: this row alone fails
+            log.exception("admitting a row failed")
+            row.done(None, exc)

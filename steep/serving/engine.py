@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from typing import Any
 
 from steep.config import SteepConfig
@@ -28,6 +28,58 @@ class ModelNotFound(ServingError):
     """The request names a model this server does not serve (404)."""
 
 
+class EngineBatch:
+    """Rows generating together on one model snapshot: what the Batcher steps, one token at a time.
+
+    A hot swap never reaches a running batch: it keeps the model it started with, is `stale` from then on,
+    takes no new rows and finishes; every answer names the version that wrote it.
+    """
+
+    def __init__(self, engine: Engine, model: LoadedModel) -> None:
+        self.engine = engine
+        self.model = model
+        self.batch = model.summarizer.open_batch()
+        self.rows: dict[Hashable, Row] = {}  # by id(row): the key each row has inside the generation batch
+        self.answered: list[tuple[Row, Completion]] = []  # logged in groups, off the answer's path
+
+    @property
+    def size(self) -> int:
+        return self.batch.size
+
+    def stale(self) -> bool:
+        return self.engine.slot.current is not self.model
+
+    def add(self, row: Row) -> None:
+        if row.version not in (None, self.model.version):
+            row.done(
+                self.model,
+                ModelNotFound(f"version {row.version} is no longer served (now {self.model.version})"),
+            )
+            return
+        summarizer = self.model.summarizer
+        self.batch.add(id(row), summarizer.request(row.text, on_text=row.on_text, **row.settings))
+        self.rows[id(row)] = row
+
+    def step(self) -> None:
+        if self.engine.on_batch is not None and self.batch.size:
+            self.engine.on_batch(self.batch.size)
+        for key, completion in self.batch.step():
+            row = self.rows.pop(key)
+            row.done(self.model, completion)
+            row.answered = time.perf_counter()
+            self.answered.append((row, completion))
+        if self.answered and (len(self.answered) >= 16 or not self.rows):
+            rows, completions = zip(*self.answered, strict=True)
+            self.answered = []
+            self.engine.log(self.model, list(rows), list(completions))
+
+    def fail(self, error: Exception) -> None:
+        for row in self.rows.values():
+            row.done(self.model, error)
+        self.rows.clear()
+        self.batch = self.model.summarizer.open_batch()
+
+
 class Engine:
     """The served model slot, the batcher in front of it and the inference log behind it."""
 
@@ -43,7 +95,7 @@ class Engine:
         self.inference_log = inference_log or InferenceLog.for_config(cfg)
         self.on_batch = on_batch
         serving = cfg.serving
-        self.batcher = Batcher(self.run_batch, serving.max_batch_size, serving.max_latency_ms / 1000)
+        self.batcher = Batcher(self.open_batch, serving.max_batch_size, serving.max_latency_ms / 1000)
 
     @classmethod
     def from_config(cls, cfg: SteepConfig, on_batch: Callable[[int], None] | None = None) -> Engine:
@@ -72,27 +124,15 @@ class Engine:
         tag = model_id.partition(":")[2]
         return tag if tag.isdigit() else None
 
-    # ------------------------------------------------------------------------------------ one batch
-    def run_batch(self, rows: list[Row]) -> None:
-        """Generate for the rows with one model snapshot, answer each row, then log them."""
-        model = self.slot.current
-        for row in [r for r in rows if r.version not in (None, model.version)]:
-            row.done(model, ModelNotFound(f"version {row.version} is no longer served (now {model.version})"))
-        rows = [r for r in rows if r.version in (None, model.version)]
-        if not rows:
-            return
-        if self.on_batch is not None:
-            self.on_batch(len(rows))
-        summarizer = model.summarizer
-        requests = [summarizer.request(r.text, on_text=r.on_text, **r.settings) for r in rows]
-        completions = summarizer.generate(requests)
-        done = time.perf_counter()
-        for row, completion in zip(rows, completions, strict=True):
-            row.done(model, completion)
-        self._log(model, rows, completions, done)
+    # ------------------------------------------------------------------------------------ batches
+    def open_batch(self) -> EngineBatch:
+        """A running batch on the model served now (the Batcher opens one whenever it was idle)."""
+        return EngineBatch(self, self.slot.current)
 
-    def _log(self, model: LoadedModel, rows: list[Row], completions: list[Completion], done: float) -> None:
+    def log(self, model: LoadedModel, rows: list[Row], completions: list[Completion]) -> None:
+        """Append the answered rows to the inference log (never fails a request)."""
         serving = self.cfg.serving
+        now = time.perf_counter()
         entries = [
             record(
                 row.text,
@@ -101,7 +141,7 @@ class Engine:
                 model_version=model.version,
                 run_id=model.run_id,
                 request_id=row.request_id,
-                latency_ms=(done - row.received) * 1000,
+                latency_ms=((row.answered or now) - row.received) * 1000,
                 log_texts=serving.log_texts,
                 salt=self.inference_log.salt,
             )
