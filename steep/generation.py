@@ -243,10 +243,20 @@ class StaticBatch:
         self.waiting.append((key, request))
 
     def step(self) -> list[tuple[Hashable, Completion]]:
+        waiting, self.waiting = self.waiting, []
+        if self.left_padded and _soft_prompted(self.model):
+            # peft drops the position ids of a soft-prompted model: left padding would shift a padded row's
+            # positions and change its text, so only prompts of one length generate together
+            groups: dict[int, list[tuple[Hashable, Request]]] = {}
+            for key, request in waiting:
+                groups.setdefault(len(request.prompt), []).append((key, request))
+            return [done for group in groups.values() for done in self._generate(group)]
+        return self._generate(waiting)
+
+    def _generate(self, waiting: list[tuple[Hashable, Request]]) -> list[tuple[Hashable, Completion]]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        waiting, self.waiting = self.waiting, []
         if not waiting:
             return []
         rows = [_Row(r) for _, r in waiting]
@@ -277,6 +287,12 @@ class StaticBatch:
                 row.finish = "length"
                 row.close(self.tokenizer)
         return [(key, row.completion()) for (key, _), row in zip(waiting, rows, strict=True)]
+
+
+def _soft_prompted(model: Any) -> bool:
+    """A peft prompt-tuning (or p-tuning) model: virtual tokens in front, position ids ignored."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False)) and config.peft_type != "PREFIX_TUNING"
 
 
 def _eos_ids(tokenizer: Any) -> set[int]:

@@ -68,16 +68,21 @@ class EngineBatch:
             row.done(self.model, completion)
             row.answered = time.perf_counter()
             self.answered.append((row, completion))
-        if self.answered and (len(self.answered) >= 16 or not self.rows):
-            rows, completions = zip(*self.answered, strict=True)
-            self.answered = []
-            self.engine.log(self.model, list(rows), list(completions))
+        if len(self.answered) >= 16 or not self.rows:
+            self._log_answered()
 
     def fail(self, error: Exception) -> None:
         for row in self.rows.values():
             row.done(self.model, error)
         self.rows.clear()
         self.batch = self.model.summarizer.open_batch()
+        self._log_answered()  # the rows answered before the failure are logged all the same
+
+    def _log_answered(self) -> None:
+        if self.answered:
+            rows, completions = zip(*self.answered, strict=True)
+            self.answered = []
+            self.engine.log(self.model, list(rows), list(completions))
 
 
 class Engine:

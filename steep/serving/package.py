@@ -29,7 +29,7 @@ from steep.serving.process import SERVICE, bentoml_argv, environment
 # what the service imports at run time (steep.inference_log pulls in great-expectations for its PII patterns)
 RUNTIME_PACKAGES = (
     "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "mlflow", "bentoml",
-    "pydantic", "pyyaml", "pandas", "httpx", "psutil", "great-expectations",
+    "fastapi", "pydantic", "pyyaml", "pandas", "httpx", "psutil", "great-expectations",
 )  # fmt: skip
 SOURCE_PACKAGES = ("steep", "expectations", "bentos")  # what the service imports, copied into the bento
 INCLUDE = [

@@ -1,5 +1,7 @@
-"""steep.generation on a tiny causal model in fp32: one batch of requests, each with its own limits, against
-plain argmax decoding; and Summarizer.prepare (LoRA merged, precision)."""
+"""steep.generation on tiny models in fp32, against plain argmax decoding: requests with their own limits;
+the Decoder's iteration-level batching (rows join while others decode, leave when finished, the cache
+trimmed behind them); static batches for seq2seq and soft-prompt models; and Summarizer.prepare (LoRA
+merged, precision)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import pytest
 import torch
 
 from steep import generation, models
-from steep.generation import Request, generate, resolve_precision
+from steep.generation import Decoder, Request, StaticBatch, generate, resolve_precision
 from tests.conftest_train import tiny_config
 
 TEXTS = [
@@ -167,6 +169,180 @@ def test_a_sampled_row_leaves_the_greedy_rows_of_its_batch_greedy(summarizer):
         assert hot.completion_tokens <= 8
         sampled.append(hot.text)
     assert any(s != expected[0] for s in sampled)  # temperature 2 on random weights does sample
+
+
+# ---------------------------------------------------------------------------------------- iteration-level
+def check_cache(decoder: Decoder) -> None:
+    """The Decoder's invariants: one cache row and one mask row per decoding row, as wide as each other, and
+    no leading column that no row attends to (the padding of rows that left is trimmed)."""
+    if not decoder.rows:
+        assert decoder.cache is None and decoder.mask is None
+        return
+    width = decoder.mask.shape[1]
+    assert decoder.mask.shape[0] == len(decoder.rows) == len(decoder.keys) == len(decoder.next_ids)
+    assert bool(decoder.mask[:, 0].any()), decoder.mask
+    for layer in decoder.cache.layers:
+        assert layer.keys.shape[0] == layer.values.shape[0] == len(decoder.rows)
+        assert layer.keys.shape[-2] == layer.values.shape[-2] == width
+
+
+def test_rows_admitted_while_others_decode_answer_as_they_would_alone(summarizer):
+    """Rows join a running batch with longer prompts (the batch is padded further on the left) and shorter
+    ones (the new row is padded), leave at their own limits; each says what argmax decoding says alone."""
+    requests = [
+        summarizer.request(TEXTS[0], max_new_tokens=10),
+        summarizer.request(TEXTS[1], max_new_tokens=6),  # longer than the running row
+        summarizer.request(TEXTS[2], max_new_tokens=9),  # shorter than every row
+        summarizer.request(TEXTS[3], max_new_tokens=5),  # the longest
+        Request([summarizer.tokenizer.bos_token_id], max_new_tokens=7),  # one token
+    ]
+    admitted_at = {0: [0], 2: [1], 3: [2, 3], 5: [4]}  # step -> the requests added before it
+    decoder = summarizer.open_batch()
+    assert isinstance(decoder, Decoder)
+    done: dict = {}
+    step = 0
+    while len(done) < len(requests):
+        for key in admitted_at.get(step, []):
+            if key:
+                assert decoder.rows, "a row should still be decoding when the next one joins"
+            decoder.add(key, requests[key])
+            check_cache(decoder)
+        done.update(decoder.step())
+        check_cache(decoder)
+        step += 1
+    assert decoder.size == 0
+    expected = [greedy_text(summarizer, r.prompt, r.max_new_tokens) for r in requests]
+    assert [(done[i].text, done[i].completion_tokens, done[i].finish_reason) for i in range(5)] == expected
+    assert [done[i].prompt_tokens for i in range(5)] == [len(r.prompt) for r in requests]
+
+
+def test_a_finished_row_leaves_and_the_columns_that_only_padded_it_go(summarizer):
+    long = summarizer.request(TEXTS[3], max_new_tokens=2)
+    short = summarizer.request(TEXTS[2], max_new_tokens=8)
+    pad = len(long.prompt) - len(short.prompt)
+    decoder = summarizer.open_batch()
+    decoder.add("long", long)
+    decoder.add("short", short)
+    assert decoder.size == 2 and decoder.mask.shape == (2, len(long.prompt))
+    assert decoder.mask[1, :pad].sum() == 0 and bool(decoder.mask[1, pad:].all())  # short: left-padded
+    finished = decoder.step()
+    assert [key for key, _ in finished] == ["long"] and decoder.size == 1
+    assert decoder.mask.shape == (1, len(short.prompt) + 1) and bool(decoder.mask.all())
+    check_cache(decoder)
+    rest: dict = {}
+    while decoder.size:
+        rest.update(decoder.step())
+    assert decoder.cache is None and decoder.mask is None
+    [(_, left)] = finished
+    assert (left.text, left.completion_tokens, left.finish_reason) == greedy_text(summarizer, long.prompt, 2)
+    assert rest["short"].text == greedy_text(summarizer, short.prompt, 8)[0]
+
+
+def test_a_row_its_first_token_finishes_is_answered_at_the_next_step_without_joining(summarizer):
+    """max_new_tokens=1, or an end-of-sequence token first: prefilled, answered, never in the cache."""
+
+    def first_token(text: str) -> int:
+        return greedy(summarizer.model, summarizer.request(text).prompt, 1, eos=-1)[0][0]
+
+    first = first_token(TEXTS[3])
+    tokenizer = EosAt(summarizer.tokenizer, first)  # TEXTS[3] ends at once
+    running_text, one_text = [t for t in TEXTS[:3] if first_token(t) != first][:2]
+    decoder = Decoder(summarizer.model, tokenizer)
+    running = summarizer.request(running_text, max_new_tokens=4)
+    decoder.add("running", running)
+    mask = decoder.mask.clone()
+    decoder.add("one token", summarizer.request(one_text, max_new_tokens=1))
+    decoder.add("eos first", summarizer.request(TEXTS[3], max_new_tokens=8))
+    assert decoder.size == 3 and decoder.keys == ["running"] and torch.equal(decoder.mask, mask)
+    done = dict(decoder.step())
+    assert {"one token", "eos first"} <= set(done)
+    one, eos = done["one token"], done["eos first"]
+    assert (one.completion_tokens, one.finish_reason) == (1, "length")
+    assert one.text == greedy_text(summarizer, summarizer.request(one_text).prompt, 1)[0]
+    assert (eos.text, eos.completion_tokens, eos.finish_reason) == ("", 0, "stop")
+    while decoder.size:
+        done.update(decoder.step())
+    tokens, finish = greedy(summarizer.model, running.prompt, 4, eos=first)
+    assert (done["running"].completion_tokens, done["running"].finish_reason) == (len(tokens), finish)
+
+    alone = Decoder(summarizer.model, summarizer.tokenizer)  # on an empty batch too
+    alone.add("k", summarizer.request(TEXTS[0], max_new_tokens=1))
+    assert alone.size == 1 and alone.cache is None
+    assert [key for key, _ in alone.step()] == ["k"] and alone.size == 0 and alone.step() == []
+
+
+def test_generate_keeps_at_most_max_rows_decoding_and_answers_as_alone(summarizer, monkeypatch):
+    rows_per_step: list[int] = []
+    real = generation.open_batch
+
+    def spied(*args, **kwargs):
+        batch = real(*args, **kwargs)
+        step = batch.step
+
+        def counted():
+            rows_per_step.append(batch.size)
+            return step()
+
+        batch.step = counted
+        return batch
+
+    monkeypatch.setattr(generation, "open_batch", spied)
+    requests = [
+        summarizer.request(text, max_new_tokens=n)
+        for text, n in zip([*TEXTS, "kilo lima"], [8, 2, 6, 3, 5], strict=True)
+    ]
+    together = summarizer.generate(requests, max_rows=2)
+    assert max(rows_per_step) == 2 and len(rows_per_step) < sum(r.max_new_tokens for r in requests)
+    monkeypatch.undo()
+    assert together == [summarizer.generate([r])[0] for r in requests]
+    assert summarizer.summarize(TEXTS, max_new_tokens=6, batch_size=3) == [
+        greedy_text(summarizer, summarizer.request(t).prompt, 6)[0] for t in TEXTS
+    ]
+
+
+# --------------------------------------------------------------------------------------------- static
+@pytest.fixture(scope="module")
+def seq2seq(seq2seq_dir, tmp_path_factory) -> models.Summarizer:
+    fmt = models.PromptFormat.from_config(
+        tiny_config(tmp_path_factory.mktemp("home"), seq2seq_dir).model, "seq2seq"
+    )
+    model = liven(models.load_model(seq2seq_dir, "seq2seq"))
+    return models.Summarizer(model, models.load_tokenizer(seq2seq_dir, "seq2seq"), fmt)
+
+
+def test_a_seq2seq_model_runs_static_batches_with_per_row_limits(seq2seq):
+    requests = [seq2seq.request(t, max_new_tokens=n) for t, n in zip(TEXTS, [6, 2, 5, 4], strict=True)]
+    batch = seq2seq.open_batch()
+    assert isinstance(batch, StaticBatch) and not batch.left_padded
+    for i, request in enumerate(requests):
+        batch.add(i, request)
+    assert batch.size == 4
+    done = batch.step()
+    assert batch.size == 0 and batch.step() == []
+    assert [key for key, _ in done] == [0, 1, 2, 3]
+    alone = [seq2seq.generate([r])[0] for r in requests]
+    assert [c for _, c in done] == alone == seq2seq.generate(requests, max_rows=3)
+    for request, completion in zip(requests, alone, strict=True):
+        assert completion.completion_tokens <= request.max_new_tokens
+        assert completion.prompt_tokens == len(request.prompt)
+    assert any(c.completion_tokens == r.max_new_tokens for c, r in zip(alone, requests, strict=True))
+
+
+def test_a_soft_prompt_model_runs_left_padded_static_batches(causal_dir, tmp_path):
+    import peft
+
+    base = liven(models.load_model(causal_dir, "causal"))
+    torch.manual_seed(4)
+    tuned = peft.get_peft_model(
+        base, peft.PromptTuningConfig(task_type=peft.TaskType.CAUSAL_LM, num_virtual_tokens=3)
+    )
+    summarizer = summarizer_of(tuned, causal_dir, tmp_path)
+    batch = summarizer.open_batch()
+    assert isinstance(batch, StaticBatch) and batch.left_padded
+    requests = [summarizer.request(t, max_new_tokens=n) for t, n in zip(TEXTS, [6, 2, 5, 4], strict=True)]
+    together = summarizer.generate(requests)
+    assert together == [summarizer.generate([r])[0] for r in requests]
+    assert all(c.completion_tokens <= r.max_new_tokens for c, r in zip(together, requests, strict=True))
 
 
 # --------------------------------------------------------------------------------------------- prepare

@@ -8,6 +8,7 @@ import pytest
 
 from steep import models
 from steep.config import SteepConfig, TrainingConfig
+from steep.generation import Decoder, StaticBatch
 from tests.conftest_train import tiny_config
 
 
@@ -91,8 +92,11 @@ def test_summarize_keeps_order_and_bounds_length(which, causal_dir, seq2seq_dir,
     fmt = models.PromptFormat.from_config(cfg.model, which)
     fmt.save(tmp_path)
     summarizer = models.load_for_inference(folder, fmt=models.PromptFormat.load(tmp_path))
+    assert summarizer.causal == (which == "causal")
+    # a causal LM decodes with iteration-level batching, a seq2seq model in static batches
+    assert isinstance(summarizer.open_batch(), Decoder if which == "causal" else StaticBatch)
     texts = ["alpha bravo", "charlie delta echo foxtrot golf hotel", "india"]
     batched = summarizer.summarize(texts, max_new_tokens=4, batch_size=2)
     single = [summarizer.summarize([t], max_new_tokens=4, batch_size=1)[0] for t in texts]
-    assert batched == single  # padding and length-sorting do not change greedy outputs
+    assert batched == single  # sharing a batch (and its padding) does not change greedy outputs
     assert all(len(s.split()) <= 4 for s in batched)

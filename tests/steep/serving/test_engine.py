@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -27,30 +27,57 @@ WAIT = 10
 
 class EchoSummarizer:
     """Answers each text with its first word (streamed in two pieces) and counts its words as the prompt's
-    tokens; records the settings it was asked for; can be held inside a batch (it runs in the batcher's
-    thread)."""
+    tokens; records the settings it was asked for. Its batches (EchoBatch) decode in the batcher's thread,
+    where a step can be held."""
 
     def __init__(self) -> None:
         self.settings: list[dict] = []
-        self.started = threading.Event()
-        self.release = threading.Event()
+        self.steps: dict[str, int] = {}  # text -> the decoding steps it takes (default 1)
+        self.started = threading.Event()  # a step began
+        self.release = threading.Event()  # steps may go on
         self.release.set()
 
     def request(self, text: str, **settings):
         self.settings.append({k: v for k, v in settings.items() if k != "on_text"})
         return text, settings.get("on_text")
 
-    def generate(self, requests) -> list[Completion]:
-        self.started.set()
-        assert self.release.wait(WAIT)
-        out = []
-        for text, on_text in requests:
+    def open_batch(self) -> EchoBatch:
+        return EchoBatch(self)
+
+
+class EchoBatch:
+    """A steep.generation.Batch of EchoSummarizer: a row is answered after its steps; "boom" breaks a step."""
+
+    def __init__(self, summarizer: EchoSummarizer) -> None:
+        self.summarizer = summarizer
+        self.rows: dict[Hashable, list] = {}  # key -> [text, on_text, steps left]
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    def add(self, key: Hashable, request) -> None:
+        text, on_text = request
+        self.rows[key] = [text, on_text, self.summarizer.steps.get(text, 1)]
+
+    def step(self) -> list[tuple[Hashable, Completion]]:
+        self.summarizer.started.set()
+        assert self.summarizer.release.wait(WAIT)
+        if any(text == "boom" for text, _, _ in self.rows.values()):
+            raise RuntimeError("the model broke")
+        done = []
+        for key, row in list(self.rows.items()):
+            text, on_text, left = row
+            if left > 1:
+                row[2] = left - 1
+                continue
+            del self.rows[key]
             words = text.split()
             if on_text is not None:  # the first word in two pieces
                 on_text(words[0][:2])
                 on_text(words[0][2:])
-            out.append(Completion(words[0], len(words), 1, "stop"))
-        return out
+            done.append((key, Completion(words[0], len(words), 1, "stop")))
+        return done
 
 
 class Served:
@@ -130,10 +157,12 @@ def test_a_log_that_cannot_be_written_does_not_fail_the_answers(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ batching
-def test_concurrent_callers_share_a_batch_and_each_gets_its_own_answers(tmp_path):
-    """While the model is busy, the rows of every caller (streaming or not) queue up and run as one batch."""
+def test_concurrent_callers_join_the_running_batch_and_each_gets_its_own_answers(tmp_path):
+    """While a row decodes, the rows of every caller (streaming or not) join its batch at the next step and
+    leave it as soon as they are finished."""
     sizes: list[int] = []
     served = Served()
+    served.summarizer.steps["held while the others arrive"] = 3
     settings = {"max_new_tokens": 5, "temperature": 0.5, "top_p": 0.9, "stop": ("x",)}
 
     async def callers(engine: Engine):
@@ -157,7 +186,7 @@ def test_concurrent_callers_share_a_batch_and_each_gets_its_own_answers(tmp_path
 
     with engine_over(config(tmp_path, max_batch_size=16), served, on_batch=sizes.append) as engine:
         first, (one, two, streamed, summaries) = asyncio.run(callers(engine))
-    assert sizes == [1, 7]
+    assert sizes == [1, 8, 1]  # the 7 rows joined the running row for one step, then left it
     assert [c.text for _, c in first] == ["held"]
     assert [c.text for _, c in one] == ["alpha", "bravo"] and [c.text for _, c in two] == ["charlie"]
     assert streamed[:-1] == ["st", "reamed"] and streamed[-1][1].text == "streamed"
@@ -168,9 +197,10 @@ def test_concurrent_callers_share_a_batch_and_each_gets_its_own_answers(tmp_path
     assert served.summarizer.settings.count(default) == 6  # the others: /summarize's settings
 
 
-def test_batches_are_cut_at_max_batch_size(tmp_path):
+def test_max_batch_size_caps_the_rows_decoding_together(tmp_path):
     sizes: list[int] = []
     served = Served()
+    served.summarizer.steps["held"] = 3
 
     async def callers(engine: Engine):
         served.summarizer.release.clear()
@@ -183,7 +213,49 @@ def test_batches_are_cut_at_max_batch_size(tmp_path):
 
     with engine_over(config(tmp_path, max_batch_size=2), served, on_batch=sizes.append) as engine:
         _, rest = asyncio.run(callers(engine))
-    assert sizes == [1, 2, 2, 1] and [c.text for _, c in rest] == [f"t{i}" for i in range(5)]
+    # held alone, then beside t0, then beside t1; it leaves and t2, t3, t4 follow two at a time
+    assert sizes == [1, 2, 2, 2, 1] and [c.text for _, c in rest] == [f"t{i}" for i in range(5)]
+
+
+def test_a_hot_swap_mid_stream_leaves_the_running_batch_on_its_model(tmp_path):
+    """The running batch finishes on the version it started with and takes no new rows; the rows that came
+    meanwhile run on the new version, and a row pinned to the old one is refused there."""
+    sizes: list[int] = []
+    served = Served()
+    summarizer = served.summarizer
+    summarizer.steps["old long text"] = 3
+
+    async def callers(engine: Engine):
+        async def stream() -> list:
+            return [piece async for piece in engine.stream("old long text", "r0", {})]
+
+        summarizer.release.clear()
+        streamed = asyncio.create_task(stream())
+        assert await asyncio.to_thread(summarizer.started.wait, WAIT)
+        served.swap_to("2")
+        new = asyncio.create_task(engine.generate(["new text"], "r1"))
+        pinned = asyncio.create_task(engine.generate(["pinned text"], "r2", version="1"))
+        await asyncio.sleep(0)
+        summarizer.release.set()
+        return await streamed, await new, (await asyncio.gather(pinned, return_exceptions=True))[0]
+
+    cfg = config(tmp_path)
+    with engine_over(cfg, served, on_batch=sizes.append) as engine:
+        streamed, [(new_model, new)], refused = asyncio.run(callers(engine))
+    assert streamed[:-1] == ["ol", "d"]
+    old_model, old = streamed[-1]
+    assert (old_model.version, old.text) == ("1", "old") and (new_model.version, new.text) == ("2", "new")
+    assert isinstance(refused, ModelNotFound) and "version 1 is no longer served (now 2)" in str(refused)
+    assert sizes == [1, 1, 1, 1]  # the stale batch decoded the old row alone; then the new batch
+    rows = InferenceLog.for_config(cfg).window(timedelta(hours=1))
+    assert sorted(zip(rows["request_id"], rows["model_version"], strict=True)) == [("r0", "1"), ("r1", "2")]
+
+
+def test_a_broken_step_fails_the_rows_of_its_batch_and_the_engine_goes_on(tmp_path):
+    with engine_over(config(tmp_path)) as engine:
+        with pytest.raises(RuntimeError, match="the model broke"):
+            asyncio.run(engine.generate(["boom"], "r1"))
+        assert [c.text for _, c in asyncio.run(engine.generate(["alpha bravo"], "r2"))] == ["alpha"]
 
 
 # ------------------------------------------------------------------------------------ model names
@@ -219,29 +291,89 @@ def test_a_pinned_version_that_is_no_longer_served_fails_with_model_not_found(tm
             engine.pinned_version("m:1")
 
 
+class Answered:
+    """Rows whose answers land in a dict, by text: (the version that answered, the result)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[str, object]] = {}
+
+    def row(self, text: str, version: str | None = None) -> Row:
+        def done(model, result) -> None:
+            self.answers[text] = (model.version, result)
+
+        return Row(text, "r", {}, done, version=version)
+
+
+def drain(batch) -> None:
+    while batch.size:
+        batch.step()
+
+
 def test_in_one_batch_only_the_rows_pinned_to_another_version_are_refused(tmp_path):
     sizes: list[int] = []
-    answers: dict[str, object] = {}
+    answered = Answered()
     served = Served()
     served.swap_to("2")
-
-    def row(text: str, version: str | None) -> Row:
-        return Row(
-            text,
-            "r",
-            {},
-            lambda model, result: answers.update({text: (model.version, result)}),
-            version=version,
-        )
-
     with engine_over(config(tmp_path), served, on_batch=sizes.append) as engine:
-        engine.run_batch([row("alpha old", "1"), row("bravo any", None), row("charlie new", "2")])
+        batch = engine.open_batch()
+        for text, version in (("alpha old", "1"), ("bravo any", None), ("charlie new", "2")):
+            batch.add(answered.row(text, version))
+        version, refused = answered.answers["alpha old"]  # refused at once, never decoded
+        assert version == "2" and isinstance(refused, ModelNotFound) and batch.size == 2
+        drain(batch)
     assert sizes == [2]
-    version, refused = answers["alpha old"]
-    assert version == "2" and isinstance(refused, ModelNotFound)
-    assert [(v, c.text) for v, c in (answers["bravo any"], answers["charlie new"])] == [
+    assert [(v, c.text) for v, c in (answered.answers["bravo any"], answered.answers["charlie new"])] == [
         ("2", "bravo"),
         ("2", "charlie"),
     ]
     rows = InferenceLog.for_config(engine.cfg).window(timedelta(hours=1))
     assert len(rows) == 2 and set(rows["model_version"]) == {"2"}  # the refused row is not logged
+
+
+def test_an_engine_batch_keeps_its_model_and_logs_in_groups_of_16_and_when_it_empties(tmp_path):
+    sizes: list[int] = []
+    answered = Answered()
+    served = Served()
+    served.summarizer.steps["slow one"] = 3
+    cfg = config(tmp_path)
+
+    def logged():
+        return InferenceLog.for_config(cfg).window(timedelta(hours=1))
+
+    with engine_over(cfg, served, on_batch=sizes.append) as engine:
+        batch = engine.open_batch()
+        for text in ["slow one", *(f"quick{i}" for i in range(16))]:
+            batch.add(answered.row(text))
+        batch.step()  # the 16 quick rows are answered, and logged together
+        assert batch.size == 1 and len(answered.answers) == 16 and len(logged()) == 16
+        served.swap_to("2")
+        assert batch.stale() and not engine.open_batch().stale()
+        batch.step()
+        assert len(logged()) == 16  # one row answered later: logged when the batch empties
+        batch.step()
+        assert batch.size == 0 and len(logged()) == 17
+    assert sizes == [17, 1, 1]
+    assert answered.answers["slow one"][0] == "1"  # the swap did not reach the running batch
+    rows = logged()
+    assert set(rows["model_version"]) == {"1"} and set(rows["run_id"]) == {"run-1"}
+    assert (rows["latency_ms"] >= 0).all() and set(rows["request_id"]) == {"r"}
+
+
+def test_a_failed_engine_batch_answers_its_rows_with_the_error_and_logs_those_answered_before(tmp_path):
+    answered = Answered()
+    served = Served()
+    served.summarizer.steps["alpha beside it"] = 3
+    with engine_over(config(tmp_path), served) as engine:
+        batch = engine.open_batch()
+        batch.add(answered.row("alpha beside it"))
+        batch.add(answered.row("bravo answered first"))
+        batch.step()
+        assert batch.size == 1 and answered.answers["bravo answered first"][1].text == "bravo"
+        batch.add(answered.row("boom"))
+        with pytest.raises(RuntimeError) as err:
+            batch.step()
+        batch.fail(err.value)
+        assert batch.size == 0
+        assert [answered.answers[t][1] for t in ("alpha beside it", "boom")] == [err.value, err.value]
+        rows = InferenceLog.for_config(engine.cfg).window(timedelta(hours=1))
+        assert list(rows["n_words"]) == [3]  # the row answered before the failure, and only it

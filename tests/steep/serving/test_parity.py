@@ -3,6 +3,7 @@ users get (same registry version, same preparation: LoRA merged, same precision,
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import mlflow
@@ -14,7 +15,6 @@ from ray_jobs.evaluate import pyfunc_summarizer
 from steep import models, tracking
 from steep.config import SteepConfig
 from steep.registry import Registry, model_name
-from steep.serving.batcher import Row
 from steep.serving.engine import Engine
 from steep.serving.model_slot import registry_slot
 from tests.conftest_train import INSTRUCTION
@@ -98,18 +98,14 @@ def test_evaluation_and_serving_produce_the_same_text_for_the_same_input_and_ver
     slot = registry_slot(cfg)
     slot.refresh()  # what the server loads: the champion
     served = slot.current
-    answers: dict[str, object] = {}
     engine = Engine(cfg, slot)
-    try:
-        rows = [
-            Row(t, "r", engine.default_settings(), lambda m, c, t=t: answers.update({t: c})) for t in TEXTS
-        ]
-        engine.run_batch(rows)  # one server batch, as the batcher would run it
+    try:  # the serving path: the texts of one request through the batcher, as POST /summarize sends them
+        answers = asyncio.run(engine.generate(TEXTS, "r"))
     finally:
         engine.close()
 
-    assert served.version == version
-    assert [answers[t].text for t in TEXTS] == scored
+    assert served.version == version and {model.version for model, _ in answers} == {version}
+    assert [c.text for _, c in answers] == scored
     assert len(set(scored)) > 1  # the texts get different answers: the comparison means something
     for summarizer in (evaluated, served.summarizer):
         assert summarizer.precision == precision
