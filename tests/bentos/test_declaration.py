@@ -7,7 +7,7 @@ import importlib
 
 from steep.config import SteepConfig
 from steep.serving.handoff import CONFIG_ENV, config_env
-from steep.serving.middleware import ApiKeyMiddleware, WebPageMiddleware
+from steep.serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware, WebPageMiddleware
 from steep.serving.process import SERVICE
 
 
@@ -21,9 +21,14 @@ def test_the_service_path_names_the_summarizer_service(monkeypatch):
     service = service_class(monkeypatch)
     assert SERVICE == "bentos.summarizer.service:SummarizerService"
     assert service.name == "summarizer"  # BentoML's name: metrics and the OpenAPI page say "summarizer"
-    assert "summarize" in service.apis
+    assert service.apis == {}  # every route is steep's own FastAPI app, mounted at "/"
+    [(app, path, _)] = service.mount_apps
+    assert path == "/"
+    routes = {(r.path, method) for r in app.routes for method in getattr(r, "methods", ())}
+    assert {("/summarize", "POST"), ("/v1/models", "GET"), ("/v1/completions", "POST"),
+            ("/v1/chat/completions", "POST")} <= routes  # fmt: skip
 
 
-def test_the_page_and_the_api_key_check_stand_in_front(monkeypatch):
+def test_the_page_the_api_key_check_and_the_body_cap_stand_in_front(monkeypatch):
     added = [cls for cls, _ in service_class(monkeypatch).middlewares]
-    assert added == [WebPageMiddleware, ApiKeyMiddleware]
+    assert added == [WebPageMiddleware, ApiKeyMiddleware, BodyLimitMiddleware]
