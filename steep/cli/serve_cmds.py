@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,8 @@ from steep.serving import package as pkg
 from steep.serving.auth import api_key
 from steep.serving.model_slot import resolve_version
 from steep.serving.package import ModelRef
+from steep.stack import daemons
+from steep.stack.record import home_of
 
 CLOUD_TARGETS = ("aws", "gcp", "azure")
 
@@ -56,7 +59,10 @@ def serve(
         f"  POST {url}/summarize   OpenAI-compatible: base_url {url}/v1, model {ref.name}",
         markup=False,
     )
-    proc = process.start(cfg, cfg.serving.host, port)
+    # recorded and marked as this project's `serving`: `steep destroy` (and the TTL/idle teardown) stop it
+    svc = daemons.Service(daemons.SERVING, home_of(cfg), cfg.serving.host, port)
+    proc = process.start(cfg, cfg.serving.host, port, extra_env=daemons.marker_env(svc))
+    daemons.record(svc, os.getpid(), {"http": port})
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the server like Ctrl-C does
     try:
         code = proc.wait()
@@ -65,6 +71,8 @@ def serve(
         code = 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if (mine := daemons.read_pid(svc)) is not None and mine.pid == os.getpid():
+            svc.pid_file.unlink(missing_ok=True)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):
         raise ServingError(f"the server exited with code {code}; its log is above")
 

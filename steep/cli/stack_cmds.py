@@ -63,7 +63,9 @@ def destroy(
     home = home_of(cfg)
     targets = provisioned_targets(home)
     if not targets and not stack_file(home).exists():
-        console.print("nothing to destroy: no stack is provisioned")
+        served = teardown.stop_serving(home)  # a `steep serve` of this project goes with the stack
+        stopped = "stopped this project's `steep serve`; " if served else ""
+        console.print(f"{stopped}nothing to destroy: no stack is provisioned", markup=False)
         return
     if not yes and not typer.confirm(f"destroy the {', '.join(targets)} stack under {home}?", default=False):
         raise typer.Exit(1)

@@ -32,6 +32,7 @@ from steep import quiet
 from steep.errors import SteepError
 
 MARKER = "STEEP_STACK_HOME"
+SERVING = "serving"  # `steep serve`: not a stack service, but stopped with the stack (pid file, marker)
 SERVICES = ("mlflow", "prefect", "ray")
 RAY_WORKER_PORTS = 100  # Ray's workers listen on min-worker-port and the ports just above it
 # the servers' own settings, besides steep.quiet.ENV: MLflow without its job runner (2 processes, not 10)
@@ -229,15 +230,26 @@ def spawn(
     """
     svc.run_dir.mkdir(parents=True, exist_ok=True)
     svc.log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**env, MARKER: str(svc.home), "STEEP_SERVICE": svc.name, "PYTHONUNBUFFERED": "1"}
+    env = {**env, **marker_env(svc), "PYTHONUNBUFFERED": "1"}
     with open(svc.log_file, "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
             start_new_session=True,
         )  # fmt: skip
-    info = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "ports": ports or {}}
-    svc.pid_file.write_text(json.dumps(info))
+    record(svc, proc.pid, ports)
     return proc
+
+
+def record(svc: Service, pid: int, ports: dict[str, int] | None = None) -> None:
+    """Write the service's pid file: `stop()` finds the process (and what it spawned) by it."""
+    svc.run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"pid": pid, "create_time": psutil.Process(pid).create_time(), "ports": ports or {}}
+    svc.pid_file.write_text(json.dumps(info))
+
+
+def marker_env(svc: Service) -> dict[str, str]:
+    """The environment that marks a process as this stack home's `svc`, for `stop()` and `sweep()`."""
+    return {MARKER: str(svc.home), "STEEP_SERVICE": svc.name}
 
 
 def start(svc: Service, timeout: float = 120.0) -> int:

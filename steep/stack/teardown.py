@@ -47,7 +47,7 @@ Hook = Callable[[Step], object]
 def stop_serving(home: Path) -> bool:
     """Stop `steep serve` if it runs from this home (pid file run/serving.pid) and the watchdog."""
     stopped = False
-    for name in ("serving", "watchdog"):
+    for name in (daemons.SERVING, "watchdog"):
         svc = daemons.Service(name, home, "127.0.0.1", 0)
         proc = daemons.read_pid(svc)
         if proc is not None and proc.pid == os.getpid():

@@ -7,6 +7,7 @@ One test walks the whole path in order; each step asserts what the terminal says
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -81,8 +83,10 @@ class User:
         assert "Traceback" not in out, out[-6000:]
         return out
 
-    def serve_and_ask(self, port: int, text: str) -> dict:
-        """`steep serve` in the background, one request, then Ctrl-C as a user would."""
+    def serve_and_ask(
+        self, port: int, text: str, leave_running: bool = False
+    ) -> tuple[dict, subprocess.Popen]:
+        """`steep serve` in the background, one request, then Ctrl-C as a user would (unless left running)."""
         log = self.folder / f"serve-{port}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -96,13 +100,20 @@ class User:
                 pytest.fail(f"steep serve not ready ({exc}):\n{log.read_text()[-4000:]}")
             reply = httpx.post(f"http://127.0.0.1:{port}/summarize", json={"texts": [text]}, timeout=120)
             assert reply.status_code == 200, reply.text
-            return reply.json()[0]
+            return reply.json()[0], proc
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            if not leave_running or proc.poll() is not None:
+                stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C to the process group, as a terminal sends it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def configure(path: Path, ports: list[int]) -> None:
@@ -155,23 +166,31 @@ def test_a_user_project_from_init_to_destroy(venv, project):
     out = steep.ok("models", "list")
     assert MODEL in out and "champion" in out
 
-    answer = steep.serve_and_ask(ports[0], "alpha bravo charlie delta echo foxtrot golf")
+    answer, _ = steep.serve_and_ask(ports[0], "alpha bravo charlie delta echo foxtrot golf")
     assert answer["model_name"] == MODEL and answer["model_version"] == "1"
 
     out = steep.ok("deploy", "--dry-run")
     assert "finetune" in out and "drift-check" in out and PROJECT in out
 
     # the same project on a provisioned stack: real MLflow, Prefect and Ray servers
+    served = None
     try:
         out = steep.ok("provision", "--target", "local", "--yes")
         assert (home / "stack.json").is_file()
         out = steep.ok("run")
         assert "version 1: promoted to champion" in out, out[-4000:]  # the stack's registry starts empty
         assert f"http://127.0.0.1:{ports[1]}" in out  # tracked on the stack's MLflow server
-        answer = steep.serve_and_ask(ports[0], "kilo lima mike november oscar papa")
+        answer, served = steep.serve_and_ask(
+            ports[0], "kilo lima mike november oscar papa", leave_running=True
+        )
         assert answer["model_name"] == MODEL and answer["model_version"] == "1"
+        server_pids = {p.pid for p in psutil.Process(served.pid).children(recursive=True)}
+        assert server_pids  # the bentoml processes steep serve started
     finally:
-        rc, out = steep("destroy", "--yes")
+        rc, out = steep("destroy", "--yes")  # stops the `steep serve` still running, as the stack goes
     assert rc == 0, out
+    assert served is not None and served.wait(timeout=60) is not None  # steep serve itself ended
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in server_pids)  # fmt: skip
     assert not (home / "stack.json").exists()
     assert daemons.stack_processes(home.resolve()) == []
