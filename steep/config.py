@@ -112,6 +112,11 @@ class StackConfig(Section):
     gpu_instance_type: str | None = Field(
         None, description="GPU node machine type; none: the target's default"
     )
+    flow_image: str | None = Field(
+        None,
+        description="container image flow runs use on a cloud stack (push it to a registry the cluster "
+        "pulls from); none: <project>-flows:latest",
+    )
     idle_check_interval: Duration = Field("1m", description="how often the idle/TTL watchdog looks")
     backend_config: dict[str, str] = Field(
         default_factory=dict,

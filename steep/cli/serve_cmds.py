@@ -130,11 +130,9 @@ def package(
             context = pkg.container_context(bento_dir, out / "context")
             console.print(f"container build context: {context}  (docker build -f env/docker/Dockerfile .)")
     if want_k8s:
-        outputs = stack.outputs if stack else {}
-        repo = image_repo or outputs.get("image_repository")
         image = f"{pkg.bento_name(cfg)}:{pkg.bento_version(ref.version)}"
-        image = f"{str(repo).rstrip('/')}/{image}" if repo else image
-        ns = namespace or outputs.get("namespace") or f"{cfg.project.name}-serving"
+        image = f"{image_repo.rstrip('/')}/{image}" if image_repo else image  # the roots create no registry
+        ns = namespace or (stack.output("namespace") if stack else None) or f"{cfg.project.name}-serving"
         docs = pkg.render_manifests(cfg, ref, image, ns, runtime.tracking_uri, cpu=cpu, memory=memory)
         path = pkg.write_manifests(docs, out / "k8s" / "summarizer.yaml")
         console.print(

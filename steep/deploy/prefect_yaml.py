@@ -96,10 +96,9 @@ def module_entrypoint(entrypoint: str) -> str:
 def work_pool_for(cfg: SteepConfig, stack: Stack | None) -> tuple[str, str]:
     """(name, type): a process pool on the local target, the stack's Kubernetes pool on a cloud."""
     target = stack.target if stack else cfg.stack.target
-    if target == "local":
-        return f"{cfg.project.name}-process", "process"
-    outputs = stack.outputs if stack else {}
-    return str(outputs.get("work_pool") or f"{cfg.project.name}-k8s"), "kubernetes"
+    kind = "process" if target == "local" else "kubernetes"
+    pool = stack.output("work_pool") if stack else None
+    return str(pool or f"{cfg.project.name}-{'process' if kind == 'process' else 'k8s'}"), kind
 
 
 def job_variables(cfg: SteepConfig, stack: Stack | None, pool_type: str, project_dir: Path) -> dict[str, Any]:
@@ -108,8 +107,7 @@ def job_variables(cfg: SteepConfig, stack: Stack | None, pool_type: str, project
     if pool_type == "process":
         # the worker runs flows where steep.yaml lives, so relative paths (project.home, data) mean the same
         return {"working_dir": str(project_dir), "env": env}
-    image = (stack.outputs.get("flow_image") if stack else None) or f"{cfg.project.name}-flows:latest"
-    return {"image": str(image), "env": env}
+    return {"image": cfg.stack.flow_image or f"{cfg.project.name}-flows:latest", "env": env}
 
 
 def template_values(cfg: SteepConfig, stack: Stack | None, project_dir: Path) -> dict[str, Any]:

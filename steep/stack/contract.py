@@ -14,6 +14,13 @@ from steep.errors import SteepError
 
 CONTRACT = ("mlflow_tracking_uri", "artifact_uri", "prefect_api_url", "ray_address", "serving_url", "target",
             "created_at")  # fmt: skip
+# also exported by every target, with the same meaning; null where a target has no such thing
+EXTRAS = (
+    "ray_dashboard_url",  # the Ray dashboard (and job API)
+    "work_pool",  # the Prefect work pool flow runs go to: a process pool locally, Kubernetes on a cloud
+    "namespace",  # the Kubernetes namespace the model is served from (none on the local target)
+)
+OUTPUTS = CONTRACT + EXTRAS  # every output steep reads; tests/stack/test_contract.py checks both ways
 
 
 class StackError(SteepError):
@@ -42,6 +49,12 @@ class Stack:
             "PREFECT_API_URL": self.prefect_api_url,
             "RAY_ADDRESS": self.ray_address,
         }
+
+    def output(self, name: str) -> Any:
+        """One output of the contract (None where this target has none); names outside it are a bug."""
+        if name not in OUTPUTS:
+            raise KeyError(f"{name!r} is not a stack output steep reads (steep.stack.contract.OUTPUTS)")
+        return self.outputs.get(name)
 
     def time_left(self, now: datetime | None = None) -> timedelta | None:
         """Until the TTL teardown; None when the stack has no TTL."""

@@ -42,7 +42,7 @@ def check(stack: Stack, timeout: float = 2.0) -> list[Health]:
         _http("prefect", stack.prefect_api_url, f"{stack.prefect_api_url}/health", timeout),
         _tcp("ray", stack.ray_address, timeout),
     ]
-    dashboard = stack.outputs.get("ray_dashboard_url")
+    dashboard = stack.output("ray_dashboard_url")
     if dashboard:
         results.append(_http("ray-dashboard", dashboard, f"{dashboard}/api/version", timeout))
     if stack.serving_url.startswith("http"):

@@ -178,7 +178,7 @@ resource "aws_eks_node_group" "cpu" {
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = aws_subnet.private[*].id
   instance_types  = [var.cpu_instance_type]
-  labels          = { "steep.dev/pool" = "cpu" }
+  labels          = { "steep-pool" = "cpu" }
 
   scaling_config {
     desired_size = var.cpu_nodes
@@ -197,7 +197,7 @@ resource "aws_eks_node_group" "gpu" {
   instance_types  = [var.gpu_instance_type]
   ami_type        = "AL2_x86_64_GPU"
   capacity_type   = var.gpu_spot ? "SPOT" : "ON_DEMAND"
-  labels          = { "steep.dev/pool" = "gpu" }
+  labels          = { "steep-pool" = "gpu" }
 
   taint {
     key    = "nvidia.com/gpu"
@@ -372,7 +372,7 @@ module "platform" {
   }
   service_account_annotations = { "eks.amazonaws.com/role-arn" = aws_iam_role.artifacts.arn }
   gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
-  gpu_node_selector           = { "steep.dev/pool" = "gpu" }
+  gpu_node_selector           = { "steep-pool" = "gpu" }
   labels                      = { "steep.dev/target" = "aws" }
 
   depends_on = [aws_eks_node_group.cpu]

@@ -25,8 +25,18 @@ output "serving_url" {
   value       = "k8s://${google_container_cluster.this.name}/${module.platform.serving_namespace}"
 }
 
+output "ray_dashboard_url" {
+  description = "In-cluster Ray dashboard URL."
+  value       = module.platform.ray_dashboard_url
+}
+
+output "work_pool" {
+  description = "Prefect work pool flow runs go to (Kubernetes jobs)."
+  value       = module.platform.work_pool
+}
+
 output "namespace" {
-  description = "Serving namespace."
+  description = "Kubernetes namespace the model is served from."
   value       = module.platform.serving_namespace
 }
 

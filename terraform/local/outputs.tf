@@ -44,3 +44,13 @@ output "stack_name" {
   description = "Name of the stack."
   value       = var.stack_name
 }
+
+output "work_pool" {
+  description = "Prefect work pool flow runs go to (a process pool on this machine)."
+  value       = "${var.stack_name}-process"
+}
+
+output "namespace" {
+  description = "Kubernetes namespace the model is served from: none on the local target."
+  value       = null
+}

@@ -24,7 +24,7 @@ def by_name(deploy_plan: DeployPlan) -> dict[str, DeploymentSpec]:
 
 def cloud_stack(target: str = "aws") -> Stack:
     return Stack(target, "http://mlflow", "s3://b", "http://prefect/api", "ray://r", "ns", "now",
-                 outputs={"work_pool": "steep-k8s", "flow_image": "registry/steep-flows:1"})  # fmt: skip
+                 outputs={"work_pool": "steep-k8s"})  # fmt: skip
 
 
 def test_repo_prefect_yaml_fills_from_config(tmp_path):
@@ -69,10 +69,15 @@ def test_entrypoints_import_the_flows(tmp_path):
 
 
 def test_cloud_stack_uses_its_kubernetes_pool(tmp_path):
-    filled = plan(config(tmp_path), cloud_stack(), project_dir=tmp_path)
+    cfg = config(tmp_path)
+    filled = plan(cfg, cloud_stack(), project_dir=tmp_path)
     assert (filled.work_pool, filled.pool_type, filled.start_worker) == ("steep-k8s", "kubernetes", False)
     assert filled.api_url == "http://prefect/api"
-    assert by_name(filled)["finetune"].job_variables["image"] == "registry/steep-flows:1"
+    assert by_name(filled)["finetune"].job_variables["image"] == "steep-flows:latest"
+    cfg.stack.flow_image = "registry.example/steep-flows:1"
+    assert by_name(plan(cfg, cloud_stack(), project_dir=tmp_path))["finetune"].job_variables["image"] == (
+        "registry.example/steep-flows:1"
+    )
 
 
 def test_targets_key_limits_a_deployment(tmp_path):
