@@ -32,7 +32,7 @@ from mlflow.entities import Metric, Param
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ray_jobs import train as job
-from steep import models, tracking
+from steep import heartbeat, models, tracking
 from steep.config import SteepConfig
 from steep.data import Splits
 from steep.errors import SteepError
@@ -275,6 +275,7 @@ class _RaySession:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if not ray.is_initialized():
+            heartbeat.mark_driver()  # if this driver is killed hard, the next look stops what Ray left
             if self.address:
                 ray.init(address=self.address, runtime_env=_runtime_env(), log_to_driver=False)
             else:
@@ -354,6 +355,8 @@ def train(
     prepared = prepare(cfg, splits)  # everything that can fail on user input, before a run is recorded
     experiment_id = tracking.setup(cfg, tracking_uri)
     client = mlflow.MlflowClient()
+    _close_dead_runs(client, experiment_id)  # a driver killed hard never said so: say it now
+    heartbeat.reap_orphans()
     if resume:
         run_id, run_name = _resume_run(cfg, client, run_name)
     else:
@@ -363,7 +366,7 @@ def train(
     storage = f"{checkpoint_storage.rstrip('/')}/{run_name}" if checkpoint_storage else run_dir / "ray"
     config = _job_config(cfg, prepared, run_dir, fail_at_step)
     logger = tracking.MetricLogger(run_id)
-    with _RaySession(ray_address) as ray_session:
+    with heartbeat.Heartbeat(client, run_id), _RaySession(ray_address) as ray_session:
         try:
             events, placement = _place_workers(cfg, ray_session, run_dir, storage, resume)
             with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
@@ -385,6 +388,19 @@ def train(
         model_dir=str(checkpoint_dir / job.MODEL_DIR), base_model_dir=str(prepared.model_dir),
         metrics=metrics, history=bar.history, resumed_from_step=bar.resumed_from, timing=_timing(t0, bar),
     )  # fmt: skip
+
+
+def _close_dead_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this experiment that stopped beating (steep.heartbeat)."""
+    closed = []
+    now = time.time()
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=100):
+        died = heartbeat.dead_since("RUNNING", run.info.start_time / 1000, run.data.tags, now)
+        if died is not None:
+            client.set_tag(run.info.run_id, heartbeat.KILLED_TAG, f"no heartbeat since {time.ctime(died)}")
+            client.set_terminated(run.info.run_id, status="KILLED", end_time=int(died * 1000))
+            closed.append(run.info.run_id)
+    return closed
 
 
 def _resume_run(cfg: SteepConfig, client: Any, run_name: str | None) -> tuple[str, str]:

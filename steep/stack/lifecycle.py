@@ -20,16 +20,20 @@ from pathlib import Path
 
 import httpx
 
-from steep import quiet
+from steep import heartbeat, quiet
 from steep.stack import daemons, teardown
 from steep.stack.contract import Stack
 from steep.stack.record import current, read_record
 
-_REQUESTS = re.compile(r"^bentoml_service_request_total\{[^}]*\}\s+([0-9.eE+-]+)", re.M)
+_REQUESTS = re.compile(r"^bentoml_service_request_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
+_PROBES = re.compile(r'endpoint="/(healthz|livez|readyz|metrics)"')  # health checks are not traffic
 
 
 def mlflow_activity(tracking_uri: str, timeout: float = 5.0) -> tuple[bool, float | None]:
-    """(a run is RUNNING, epoch of the latest run start/end) from the tracking server's REST API."""
+    """(a live run is RUNNING, epoch of the latest run start/end/beat) from the tracking server's REST API.
+
+    A RUNNING run that stopped beating (steep.heartbeat) is dead, not active: it is marked KILLED here.
+    """
     try:
         exps = httpx.post(f"{tracking_uri}/api/2.0/mlflow/experiments/search", json={"max_results": 1000},
                           timeout=timeout).json().get("experiments", [])  # fmt: skip
@@ -47,9 +51,32 @@ def mlflow_activity(tracking_uri: str, timeout: float = 5.0) -> tuple[bool, floa
         )
     except (httpx.HTTPError, ValueError):
         return False, None
-    running = any(r["info"].get("status") == "RUNNING" for r in runs)
+    now = time.time()
+    running = False
     stamps = [int(r["info"].get(k) or 0) / 1000 for r in runs for k in ("start_time", "end_time")]
+    for run in runs:
+        info = run["info"]
+        tags = {t["key"]: t.get("value", "") for t in run.get("data", {}).get("tags", [])}
+        started = int(info.get("start_time") or 0) / 1000
+        died = heartbeat.dead_since(info.get("status", ""), started, tags, now)
+        if info.get("status") == "RUNNING" and died is None:
+            running = True
+            stamps.append(float(tags.get(heartbeat.TAG) or 0))
+        elif died is not None:
+            mark_killed(tracking_uri, info["run_id"], died, timeout)
+            stamps.append(died)
     return running, max(stamps, default=None) or None
+
+
+def mark_killed(tracking_uri: str, run_id: str, died: float, timeout: float = 5.0) -> None:
+    """A run that stopped beating: KILLED, ended at its last beat, with the reason in a tag."""
+    why = f"no heartbeat since {datetime.fromtimestamp(died, UTC).isoformat(timespec='seconds')}"
+    api = f"{tracking_uri}/api/2.0/mlflow/runs"
+    with contextlib.suppress(httpx.HTTPError):
+        update = {"run_id": run_id, "status": "KILLED", "end_time": int(died * 1000)}
+        httpx.post(f"{api}/update", json=update, timeout=timeout)
+        tag = {"run_id": run_id, "key": heartbeat.KILLED_TAG, "value": why}
+        httpx.post(f"{api}/set-tag", json=tag, timeout=timeout)
 
 
 def serving_requests(serving_url: str, timeout: float = 3.0) -> float | None:
@@ -58,7 +85,7 @@ def serving_requests(serving_url: str, timeout: float = 3.0) -> float | None:
         text = httpx.get(f"{serving_url}/metrics", timeout=timeout).text
     except httpx.HTTPError:
         return None
-    counts = [float(v) for v in _REQUESTS.findall(text)]
+    counts = [float(v) for labels, v in _REQUESTS.findall(text) if not _PROBES.search(labels)]
     return sum(counts) if counts else 0.0
 
 
@@ -85,6 +112,7 @@ class IdleTracker:
 
     def check(self, now: float) -> str | None:
         running, latest = mlflow_activity(self.stack.mlflow_tracking_uri)
+        heartbeat.reap_orphans()  # what a killed training driver left running on this machine
         requests = serving_requests(self.stack.serving_url)
         if running or (requests is not None and self.requests is not None and requests != self.requests):
             self.last = now

@@ -44,6 +44,7 @@ class _Metrics(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = (
             f'bentoml_service_request_total{{endpoint="/summarize",http_response_code="200"}} {self.count}\n'
+            f'bentoml_service_request_total{{endpoint="/readyz",http_response_code="200"}} {7 + self.count}\n'
         )
         self.send_response(200)
         self.end_headers()
@@ -58,7 +59,7 @@ def test_serving_traffic_counts_as_activity(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        assert lifecycle.serving_requests(url) == 0
+        assert lifecycle.serving_requests(url) == 0  # health probes are not traffic
         tracker = lifecycle.IdleTracker(tmp_path, _stack(None, 100, url))
         tracker.last = time.time() - 1000
         assert tracker.check(time.time()) is not None  # first look: no change seen yet
