@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -92,6 +93,9 @@ def test_the_built_bento_serves_its_own_version_after_the_champion_moves(package
         resp = httpx.post(f"{url}/summarize", json={"texts": "alpha bravo"}, timeout=60)
         assert resp.status_code == 200, resp.text
         assert resp.json()[0]["model_version"] == version
-        assert list((workdir / "state" / "inference").glob("*.jsonl"))
+        deadline = time.monotonic() + 15  # the server answers first, then appends to its log
+        while not list((workdir / "state" / "inference").glob("*.jsonl")):
+            assert time.monotonic() < deadline, "no inference log under the container's volume"
+            time.sleep(0.2)
     finally:
         process.stop(proc)

@@ -203,5 +203,8 @@ def test_hot_swap_moves_to_the_new_champion_without_dropping_a_request(server):
         first_new = versions.index(new) if new in versions else len(versions)
         assert set(versions[:first_new]) <= {"1"} and set(versions[first_new:]) <= {new}
     assert post(server.url, '{"texts": "alpha"}').json()[0]["model_version"] == new
-    rows = InferenceLog.for_config(server.cfg).window(timedelta(hours=1))
-    assert {"1", new} <= set(rows["model_version"])
+    deadline = time.monotonic() + 15  # a batch answers first, then logs
+    log = InferenceLog.for_config(server.cfg)
+    while not {"1", new} <= set(log.window(timedelta(hours=1))["model_version"]):
+        assert time.monotonic() < deadline, "the log never showed both versions"
+        time.sleep(0.2)
