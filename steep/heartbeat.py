@@ -43,6 +43,11 @@ def dead_since(status: str, start_s: float, tags: Mapping[str, str], now: float)
     return beat if now - beat > STALE_BEATS * every else None
 
 
+def killed_reason(died: float) -> str:
+    """The `steep.killed` tag of a run that stopped beating at `died` (epoch seconds)."""
+    return f"no heartbeat since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(died))}"
+
+
 class Heartbeat:
     """A daemon thread that beats on one MLflow run while the `with` block runs."""
 

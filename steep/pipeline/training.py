@@ -397,7 +397,7 @@ def _close_dead_runs(client: Any, experiment_id: str) -> list[str]:
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=100):
         died = heartbeat.dead_since("RUNNING", run.info.start_time / 1000, run.data.tags, now)
         if died is not None:
-            client.set_tag(run.info.run_id, heartbeat.KILLED_TAG, f"no heartbeat since {time.ctime(died)}")
+            client.set_tag(run.info.run_id, heartbeat.KILLED_TAG, heartbeat.killed_reason(died))
             client.set_terminated(run.info.run_id, status="KILLED", end_time=int(died * 1000))
             closed.append(run.info.run_id)
     return closed

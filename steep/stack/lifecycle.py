@@ -70,12 +70,11 @@ def mlflow_activity(tracking_uri: str, timeout: float = 5.0) -> tuple[bool, floa
 
 def mark_killed(tracking_uri: str, run_id: str, died: float, timeout: float = 5.0) -> None:
     """A run that stopped beating: KILLED, ended at its last beat, with the reason in a tag."""
-    why = f"no heartbeat since {datetime.fromtimestamp(died, UTC).isoformat(timespec='seconds')}"
     api = f"{tracking_uri}/api/2.0/mlflow/runs"
     with contextlib.suppress(httpx.HTTPError):
         update = {"run_id": run_id, "status": "KILLED", "end_time": int(died * 1000)}
         httpx.post(f"{api}/update", json=update, timeout=timeout)
-        tag = {"run_id": run_id, "key": heartbeat.KILLED_TAG, "value": why}
+        tag = {"run_id": run_id, "key": heartbeat.KILLED_TAG, "value": heartbeat.killed_reason(died)}
         httpx.post(f"{api}/set-tag", json=tag, timeout=timeout)
 
 
