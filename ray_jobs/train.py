@@ -308,8 +308,25 @@ class TrainingRecipe:
 
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.nodes = self._gather_nodes()
         torch.set_num_threads(self.config["threads"])  # the driver splits a node's CPUs among its workers
         torch.manual_seed(self.cfg.project.seed)  # before the model: LoRA's initial weights repeat
+
+    def _gather_nodes(self) -> list[dict[str, str]]:
+        """The Ray node of each rank, in rank order (its id, and its name on a steep stack): the driver
+        records where the workers ran."""
+        import ray
+
+        node = {"id": "local", "name": "local"}
+        if ray.is_initialized():
+            ctx = ray.get_runtime_context()
+            node_id = ctx.get_node_id()
+            node = {"id": node_id, "name": ctx.get_node_labels().get("steep-node", node_id[:8])}
+        if self.world == 1 or not torch.distributed.is_initialized():
+            return [node]
+        nodes: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(nodes, node)
+        return nodes
 
     def _setup_device_and_precision(self) -> None:
         """`training.precision: auto` resolves here: this worker's node may differ from the driver's."""
@@ -381,7 +398,8 @@ class TrainingRecipe:
     def train(self) -> None:
         """Each epoch from the restored step on, a checkpoint after each; the last one is final."""
         epochs = self.cfg.training.epochs
-        start = {"event": "start", "step": self.step, "total_steps": self.total_steps, "world": self.world}
+        start = {"event": "start", "step": self.step, "total_steps": self.total_steps, "world": self.world,
+                 "nodes": self.nodes}  # fmt: skip
         self._send({**start, "precision": self.precision})
         first_epoch = self.step // self.steps_per_epoch if self.steps_per_epoch else 0
         for epoch in range(first_epoch, epochs):

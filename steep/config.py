@@ -93,6 +93,15 @@ class LocalStackConfig(Section):
     ray_port: int = Field(6379, ge=1024, le=65535)
     ray_dashboard_port: int = Field(8265, ge=1024, le=65535)
     start_timeout: Duration = Field("3m", description="how long each service may take to become healthy")
+    ray_worker_nodes: int = Field(
+        0, ge=0, le=8,
+        description="Ray worker nodes besides the head, each a raylet with its own CPUs (the head then "
+        "offers none, as on a cloud stack); 0: the head alone does the work",
+    )  # fmt: skip
+    ray_worker_cpus: int | None = Field(
+        None, ge=1, le=256,
+        description="CPUs each Ray worker node offers; none: this machine's CPUs split evenly",
+    )  # fmt: skip
 
 
 class StackConfig(Section):
@@ -237,6 +246,11 @@ class TrainingConfig(Section):
         "a 2-core CPU about 1.25x the tokens/s of one Ray Train worker, whose own processes share the cores)",
     )
     use_gpu: bool = False
+    placement: Literal["auto", "spread", "pack"] = Field(
+        "auto",
+        description="where Ray puts the workers: spread forces one per node (Ray's STRICT_SPREAD), pack "
+        "fills a node first; auto spreads when the cluster has a node for each worker, else packs",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="bf16 autocast (fp32 master weights); auto: on GPU, and on CPUs with native bf16 "

@@ -146,6 +146,7 @@ class _Progress:
         self.history: list[dict[str, float]] = []
         self.resumed_from = 0
         self.precision = "fp32"
+        self.starts: list[dict[str, Any]] = []  # each (re)start of the loop: its first step, ranks' nodes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="steep-progress", daemon=True)
         self._bar: Any = None
@@ -197,6 +198,14 @@ class _Progress:
         """A (re)started loop: where it resumed from, and the precision `auto` resolved to on the worker."""
         self.resumed_from = max(self.resumed_from, event["step"])
         self.precision = event.get("precision", self.precision)
+        nodes = event.get("nodes", [])
+        self.starts.append({"step": event["step"], "nodes": nodes})
+        names = sorted({n["name"] for n in nodes})
+        if len(names) > 1:  # worth saying only when the run spans nodes
+            restart = len(self.starts) - 1
+            again = f"; restart {restart}, from step {event['step']}" if restart else ""
+            where = f"{len(names)} Ray nodes ({', '.join(names)}{again})"
+            print(f"training on {len(nodes)} workers across {where}", flush=True)
         if self._bar is not None:
             self._bar.update(self._task, total=event["total_steps"], completed=event["step"], info="")
 
@@ -268,8 +277,8 @@ class _RaySession:
 
             ray.shutdown()
 
-    def connect(self) -> int:
-        """-> the cluster's CPUs."""
+    def connect(self) -> list[int]:
+        """-> the CPUs of each alive node that offers any (the head of a multi-node cluster offers none)."""
         import ray
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -285,7 +294,8 @@ class _RaySession:
                     runtime_env=_runtime_env(), log_to_driver=False,
                 )  # fmt: skip
             self.started = True
-        return int(ray.cluster_resources().get("CPU", 1))
+        cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]]
+        return [c for c in cpus if c > 0] or [1]
 
 
 def _runtime_env() -> dict[str, Any]:
@@ -375,7 +385,7 @@ def train(
             logger.close()
             model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, bar.history, splits)
             metrics = _collect_metrics(bar)
-            _finish_run(client, run_id, metrics, bar.precision)
+            _finish_run(client, run_id, metrics, bar)
         except BaseException as exc:
             logger.close()
             client.set_terminated(run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -469,16 +479,38 @@ def _place_workers(
         if resume:
             placement["resume_from"] = _latest_local_checkpoint(local_root)
         return events, placement
-    cpus = ray_session.connect()
+    strategy, threads = placement_plan(cfg.training.placement, workers, ray_session.connect())
+    import ray
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    events = Queue()
-    placement = {"sink": _RayQueueSink(events), "threads": max(1, cpus // workers)}
+    # the queue lives on the driver's node: losing a worker node must not lose the run's progress
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    placement = {"sink": _RayQueueSink(events), "threads": threads, "strategy": strategy}
     if resume and isinstance(storage, Path):  # Ray's storage is under project.home (no checkpoint_storage)
         # Ray restores what its controller had registered; a driver killed right after a worker
         # wrote a checkpoint leaves a newer one on disk, and the worker takes whichever is later
         placement["resume_from"] = _latest_local_checkpoint(storage / run_dir.name)
     return events, placement
+
+
+def placement_plan(placement: str, workers: int, node_cpus: list[int]) -> tuple[str, int]:
+    """Ray's placement strategy for the workers and each worker's torch threads, from the nodes' CPUs.
+
+    Spread (one worker per node, Ray's STRICT_SPREAD) is what a multi-node cluster is for: each worker gets
+    a node's CPUs. Packed workers share a node's CPUs.
+    """
+    fits = len(node_cpus) >= workers
+    if placement == "spread" and not fits:
+        raise TrainingError(
+            f"training.placement: spread needs a node for each of the {workers} workers, but the cluster "
+            f"has {len(node_cpus)} node(s) with CPUs; add nodes (stack.local.ray_worker_nodes, "
+            "stack.cpu_nodes) or set training.placement: auto"
+        )
+    if placement == "spread" or (placement == "auto" and fits and len(node_cpus) > 1):
+        return "STRICT_SPREAD", max(1, min(sorted(node_cpus, reverse=True)[:workers]))
+    return "PACK", max(1, sum(node_cpus) // workers)
 
 
 def _collect_metrics(bar: _Progress) -> dict[str, float]:
@@ -493,11 +525,18 @@ def _collect_metrics(bar: _Progress) -> dict[str, float]:
     }
 
 
-def _finish_run(client: Any, run_id: str, metrics: dict[str, float], precision: str) -> None:
-    """Summary metrics (loss and tokens/s are per-step series already), the resolved precision, FINISHED."""
+def _finish_run(client: Any, run_id: str, metrics: dict[str, float], bar: _Progress) -> None:
+    """Summary metrics (loss and tokens/s are per-step series already), the resolved precision, where the
+    workers ran and how often they restarted, FINISHED."""
     summary = {k: v for k, v in metrics.items() if k not in ("loss", "tokens_per_s")}
-    client.log_batch(run_id, metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"]}))
-    client.set_tag(run_id, "steep.precision", precision)  # what `training.precision` resolved to
+    restarts = max(0, len(bar.starts) - 1)
+    client.log_batch(
+        run_id,
+        metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"], "restarts": restarts}),
+    )
+    client.set_tag(run_id, "steep.precision", bar.precision)  # what `training.precision` resolved to
+    if bar.starts:  # each rank's Ray node, as the last (re)start placed them
+        client.set_tag(run_id, "steep.ray_nodes", json.dumps(bar.starts[-1]["nodes"]))
     client.set_terminated(run_id, status="FINISHED")
 
 
@@ -524,7 +563,9 @@ def _fit(cfg: SteepConfig, config: dict[str, Any], storage: Path | str, run_name
     trainer = TorchTrainer(
         job.train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
+        scaling_config=ScalingConfig(
+            num_workers=t.workers, use_gpu=t.use_gpu, placement_strategy=config.get("strategy", "PACK")
+        ),
         run_config=RunConfig(
             name=run_name,
             storage_path=str(storage),

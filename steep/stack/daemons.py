@@ -1,4 +1,4 @@
-"""The local target's services (MLflow, Prefect, Ray head) as daemons with pid files.
+"""The local target's services (MLflow, Prefect, a Ray head and its worker nodes) as daemons with pid files.
 
 Terraform's local-exec provisioners call `python -m steep.stack.daemons ... start|stop <service>`, so the
 process handling (health wait, clean-up of a half-started service, a final sweep) is plain, testable Python
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -34,6 +35,8 @@ from steep.errors import SteepError
 MARKER = "STEEP_STACK_HOME"
 SERVING = "serving"  # `steep serve`: not a stack service, but stopped with the stack (pid file, marker)
 SERVICES = ("mlflow", "prefect", "ray")
+RAY_WORKER = "ray-worker"  # worker node i of the local Ray cluster is the service `ray-worker-<i>`
+NODE_LABEL = "steep-node"  # the Ray node label that names the service a node runs as
 RAY_WORKER_PORTS = 100  # Ray's workers listen on min-worker-port and the ports just above it
 # the servers' own settings, besides steep.quiet.ENV: MLflow without its job runner (2 processes, not 10)
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -54,8 +57,13 @@ class Service:
     name: str
     home: Path
     host: str
-    port: int
+    port: int  # a Ray worker node: the head's GCS port, which it joins
     extra_ports: dict[str, int] = field(default_factory=dict)
+    cpus: int | None = None  # Ray nodes: the CPUs it offers (none: this machine's)
+
+    @property
+    def is_ray_worker(self) -> bool:
+        return is_ray_worker(self.name)
 
     @property
     def run_dir(self) -> Path:
@@ -72,6 +80,15 @@ class Service:
     @property
     def data_dir(self) -> Path:
         return self.home / "stack" / self.name
+
+
+def is_ray_worker(name: str) -> bool:
+    prefix, _, index = name.rpartition("-")
+    return prefix == RAY_WORKER and index.isdigit()
+
+
+def ray_worker_names(count: int) -> list[str]:
+    return [f"{RAY_WORKER}-{i}" for i in range(1, count + 1)]
 
 
 def bin_path(script: str) -> str:
@@ -109,26 +126,33 @@ def command(svc: Service) -> list[str]:
             str(svc.port),
             "--no-prompt",
         ]
-    if svc.name == "ray":
-        ports = svc.extra_ports
-        argv = [
-            bin_path("ray"), "start", "--head", "--block", "--disable-usage-stats",
-            "--node-ip-address", svc.host, "--port", str(svc.port),
-            "--include-dashboard", "true", "--dashboard-host", svc.host,
-            "--dashboard-port", str(ports.get("dashboard", 8265)),
-            "--num-cpus", str(os.cpu_count() or 1), "--object-store-memory", str(1024**3),
-            "--temp-dir", str(ray_temp_dir(svc.home)),
-        ]  # fmt: skip
-        for flag in ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                     "metrics-export-port", "runtime-env-agent-port", "node-manager-port",
-                     "object-manager-port"):  # fmt: skip
-            if flag in ports:
-                argv += [f"--{flag}", str(ports[flag])]
-        if "min-worker-port" in ports:
-            argv += ["--min-worker-port", str(ports["min-worker-port"]), "--max-worker-port",
-                     str(ports["min-worker-port"] + RAY_WORKER_PORTS - 1)]  # fmt: skip
-        return argv
-    raise DaemonError(f"unknown service {svc.name!r}; known: {', '.join(SERVICES)}")
+    if svc.name == "ray" or svc.is_ray_worker:
+        return ray_command(svc)
+    raise DaemonError(f"unknown service {svc.name!r}; known: {', '.join(SERVICES)}, {RAY_WORKER}-<i>")
+
+
+def ray_command(svc: Service) -> list[str]:
+    """`ray start` of the head, or of a worker node joining it: a real raylet with its own CPUs and ports."""
+    ports = svc.extra_ports
+    cpus = svc.cpus if svc.cpus is not None else (os.cpu_count() or 1)
+    argv = [bin_path("ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", svc.host,
+            "--num-cpus", str(cpus), "--object-store-memory", str(1024**3),
+            "--temp-dir", str(ray_temp_dir(svc.home))]  # fmt: skip
+    if svc.is_ray_worker:
+        argv += ["--address", f"{svc.host}:{svc.port}", "--labels", f"{NODE_LABEL}={svc.name}"]
+    else:
+        argv += ["--head", "--port", str(svc.port), "--labels", f"{NODE_LABEL}=ray",
+                 "--include-dashboard", "true", "--dashboard-host", svc.host,
+                 "--dashboard-port", str(ports.get("dashboard", 8265))]  # fmt: skip
+    for flag in ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                 "metrics-export-port", "runtime-env-agent-port", "node-manager-port",
+                 "object-manager-port"):  # fmt: skip
+        if flag in ports and not (svc.is_ray_worker and flag == "ray-client-server-port"):  # head only
+            argv += [f"--{flag}", str(ports[flag])]
+    if "min-worker-port" in ports:
+        argv += ["--min-worker-port", str(ports["min-worker-port"]), "--max-worker-port",
+                 str(ports["min-worker-port"] + RAY_WORKER_PORTS - 1)]  # fmt: skip
+    return argv
 
 
 def environment(svc: Service) -> dict[str, str]:
@@ -185,8 +209,13 @@ def free_ports(count: int, host: str = "127.0.0.1", avoid: Iterable[int] = ()) -
 
 
 def is_up(svc: Service, timeout: float = 2.0) -> bool:
-    """One health probe: HTTP health endpoints for MLflow and Prefect, the GCS port and dashboard for Ray."""
+    """One health probe: HTTP health endpoints for MLflow and Prefect, the GCS port and dashboard for Ray,
+    and for a Ray worker node its agent's raylet check (the agent starts once the node joined the head)."""
     try:
+        if svc.is_ray_worker:
+            agent = svc.extra_ports.get("dashboard-agent-listen-port", 52365)
+            url = f"http://{svc.host}:{agent}/api/local_raylet_healthz"
+            return httpx.get(url, timeout=timeout).status_code == 200
         if svc.name == "mlflow":
             return httpx.get(f"http://{svc.host}:{svc.port}/health", timeout=timeout).status_code == 200
         if svc.name == "prefect":
@@ -211,9 +240,9 @@ def read_pid(svc: Service) -> psutil.Process | None:
         return None
 
 
-def running(home: Path) -> set[str]:
-    """The services of this stack home whose pid file names a live process."""
-    return {name for name in SERVICES if read_pid(Service(name, home, "", 0))}
+def running(home: Path, names: Iterable[str] = SERVICES) -> set[str]:
+    """The services (of `names`) of this stack home whose pid file names a live process."""
+    return {name for name in names if read_pid(Service(name, home, "", 0))}
 
 
 def spawn(
@@ -253,13 +282,26 @@ def marker_env(svc: Service) -> dict[str, str]:
 
 
 def start(svc: Service, timeout: float = 120.0) -> int:
-    """Start the service unless it already runs; wait until healthy; on failure leave nothing behind."""
+    """Start the service unless it already runs; wait until healthy; on failure leave nothing behind.
+
+    Ray worker nodes start one at a time: two `ray start` joining at once race for the same socket names
+    in the shared session folder, and one never registers (Terraform creates them in parallel).
+    """
+    if not svc.is_ray_worker:
+        return _start(svc, timeout)
+    svc.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(svc.run_dir / "ray-nodes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _start(svc, timeout)
+
+
+def _start(svc: Service, timeout: float) -> int:
     running = read_pid(svc)
     if running is not None:
         return running.pid
     ports = {"port": svc.port, **svc.extra_ports}
     for key, port in ports.items():
-        if not port_free(svc.host, port):
+        if not port_free(svc.host, port) and not (svc.is_ray_worker and key == "port"):
             setting = f"stack.local.{svc.name}_port" if key == "port" else "stack.local ports"
             raise PortInUseError(
                 f"{svc.name}: {svc.host}:{port} ({key}) is already in use by another program; "
@@ -343,7 +385,9 @@ def service_from_args(args: argparse.Namespace) -> Service:
     for item in args.extra_port or []:
         key, _, value = item.partition("=")
         extra[key] = int(value)
-    return Service(args.service, Path(args.home).resolve(), args.host, args.port, extra)
+    if args.service not in SERVICES and not is_ray_worker(args.service):
+        raise SystemExit(f"unknown service {args.service!r}; known: {', '.join(SERVICES)}, {RAY_WORKER}-<i>")
+    return Service(args.service, Path(args.home).resolve(), args.host, args.port, extra, args.cpus)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,15 +398,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--extra-port", action="append", help="name=port, e.g. dashboard=8265")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--cpus", type=int, default=None, help="Ray nodes: CPUs the node offers")
     parser.add_argument("action", choices=["start", "stop"])
-    parser.add_argument("service", choices=SERVICES)
+    parser.add_argument("service", help=f"{', '.join(SERVICES)} or {RAY_WORKER}-<i>")
     args = parser.parse_args(argv)
     svc = service_from_args(args)
     os.environ["STEEP_SERVICE"] = svc.name  # inherited by the daemon: lets stop find every process it spawned
     try:
         if args.action == "start":
             pid = start(svc, args.timeout)
-            print(f"{svc.name} up on {svc.host}:{svc.port} (pid {pid})")
+            where = "joined the head at" if svc.is_ray_worker else "up on"
+            print(f"{svc.name} {where} {svc.host}:{svc.port} (pid {pid})")
         else:
             print(f"{svc.name} {'stopped' if stop(svc) else 'was not running'}")
     except SteepError as exc:

@@ -59,6 +59,10 @@ def provision(
             replace = [
                 f'null_resource.service["{s}"]' for s in daemons.SERVICES if state and s not in running
             ]
+            # a worker node that died (or was killed) is started again; only those in the state are replaced
+            nodes = daemons.ray_worker_names(cfg.stack.local.ray_worker_nodes)
+            up = daemons.running(home, nodes)
+            replace += [f"null_resource.ray_worker[{i}]" for i, n in enumerate(nodes) if n not in up]
         run = tf.working_copy(home, target, echo)
         write_backend(run.workdir, target, cfg.stack.backend_config)
         run.write_vars(terraform_variables(cfg, target, created_at, region))

@@ -58,6 +58,34 @@ variable "ray_internal_ports" {
   default     = {}
 }
 
+variable "ray_worker_nodes" {
+  type        = number
+  description = "Ray worker nodes besides the head (stack.local.ray_worker_nodes); 0: the head does the work."
+  default     = 0
+
+  validation {
+    condition     = var.ray_worker_nodes >= 0 && var.ray_worker_nodes <= 8
+    error_message = "The ray_worker_nodes must be between 0 and 8."
+  }
+}
+
+variable "ray_worker_cpus" {
+  type        = number
+  description = "CPUs each Ray worker node offers."
+  default     = 1
+
+  validation {
+    condition     = var.ray_worker_cpus >= 1
+    error_message = "The ray_worker_cpus must be at least 1."
+  }
+}
+
+variable "ray_worker_ports" {
+  type        = list(map(number))
+  description = "Each Ray worker node's internal ports (agents, metrics, raylet, worker range), picked free by steep."
+  default     = []
+}
+
 variable "start_timeout" {
   type        = number
   description = "Seconds to wait for each service to become healthy."
