@@ -112,8 +112,8 @@ class StackConfig(Section):
     )
     ttl: Duration | None = Field(None, description="tear the stack down this long after provisioning")
     idle_timeout: Duration = Field("2h", description="tear down after this long with no training or serving")
-    gpu_nodes: int = Field(0, ge=0, le=64, description="GPU worker nodes in the cloud pool")
-    cpu_nodes: int = Field(2, ge=1, le=256, description="CPU worker nodes in the cloud pool")
+    gpu_nodes: int = Field(0, ge=0, le=64, description="most GPU nodes; the cloud pool scales 0..this")
+    cpu_nodes: int = Field(2, ge=1, le=256, description="most CPU nodes; the cloud pool scales 0..this")
     spot: bool = Field(True, description="use spot/preemptible GPU nodes where the cloud has them")
     cpu_instance_type: str | None = Field(
         None, description="CPU node machine type; none: the target's default"

@@ -172,6 +172,27 @@ resource "aws_iam_role_policy_attachment" "node" {
   policy_arn = each.value
 }
 
+# Node groups: a small always-on system group for the platform (MLflow, Prefect, KubeRay, the Ray head,
+# the cluster autoscaler), and CPU and GPU worker groups that start empty and scale 0..max under the
+# cluster autoscaler below, as KubeRay adds and removes Ray worker pods. Terraform sets the worker groups'
+# desired size only at creation; afterwards it is the autoscaler's.
+resource "aws_eks_node_group" "system" {
+  cluster_name    = aws_eks_cluster.this.name
+  node_group_name = "system"
+  node_role_arn   = aws_iam_role.node.arn
+  subnet_ids      = aws_subnet.private[*].id
+  instance_types  = [var.system_instance_type]
+  labels          = { "steep-pool" = "system" }
+
+  scaling_config {
+    desired_size = var.system_nodes
+    min_size     = var.system_nodes
+    max_size     = var.system_nodes
+  }
+
+  depends_on = [aws_iam_role_policy_attachment.node]
+}
+
 resource "aws_eks_node_group" "cpu" {
   cluster_name    = aws_eks_cluster.this.name
   node_group_name = "cpu"
@@ -181,9 +202,13 @@ resource "aws_eks_node_group" "cpu" {
   labels          = { "steep-pool" = "cpu" }
 
   scaling_config {
-    desired_size = var.cpu_nodes
-    min_size     = 1
-    max_size     = max(var.cpu_nodes, 1) * 2
+    desired_size = 0
+    min_size     = 0
+    max_size     = var.cpu_nodes
+  }
+
+  lifecycle {
+    ignore_changes = [scaling_config[0].desired_size]
   }
 
   depends_on = [aws_iam_role_policy_attachment.node]
@@ -206,12 +231,124 @@ resource "aws_eks_node_group" "gpu" {
   }
 
   scaling_config {
-    desired_size = var.gpu_nodes
+    desired_size = 0
     min_size     = 0
     max_size     = max(var.gpu_nodes, 1)
   }
 
+  lifecycle {
+    ignore_changes = [scaling_config[0].desired_size]
+  }
+
   depends_on = [aws_iam_role_policy_attachment.node]
+}
+
+# ------------------------------------------------------------------------------------------ cluster autoscaler
+# EKS does not scale managed node groups by itself: the Kubernetes cluster autoscaler does, from its Helm
+# chart, with an IAM role for its service account (IRSA). It finds the groups by the tags EKS puts on their
+# Auto Scaling groups (k8s.io/cluster-autoscaler/enabled, k8s.io/cluster-autoscaler/<cluster>), may change
+# the desired size of the CPU and GPU groups only, and learns what a node of an empty group would look like
+# from the node-template tags below (and eks:DescribeNodegroup), so it can scale a group up from zero.
+locals {
+  worker_asgs = {
+    cpu = aws_eks_node_group.cpu.resources[0].autoscaling_groups[0].name
+    gpu = aws_eks_node_group.gpu.resources[0].autoscaling_groups[0].name
+  }
+  cluster_autoscaler_sa = "cluster-autoscaler"
+  oidc_issuer           = replace(aws_iam_openid_connect_provider.eks.url, "https://", "")
+}
+
+resource "aws_autoscaling_group_tag" "node_template" {
+  for_each = {
+    cpu_label = { group = "cpu", key = "label/steep-pool", value = aws_eks_node_group.cpu.labels["steep-pool"] }
+    gpu_label = { group = "gpu", key = "label/steep-pool", value = aws_eks_node_group.gpu.labels["steep-pool"] }
+    gpu_taint = { group = "gpu", key = "taint/nvidia.com/gpu", value = "true:NoSchedule" }
+  }
+  autoscaling_group_name = local.worker_asgs[each.value.group]
+
+  tag {
+    key                 = "k8s.io/cluster-autoscaler/node-template/${each.value.key}"
+    value               = each.value.value
+    propagate_at_launch = false
+  }
+}
+
+resource "aws_iam_role" "cluster_autoscaler" {
+  name = "${local.name}-cluster-autoscaler"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Federated = aws_iam_openid_connect_provider.eks.arn }
+      Action    = "sts:AssumeRoleWithWebIdentity"
+      Condition = {
+        StringEquals = {
+          "${local.oidc_issuer}:sub" = "system:serviceaccount:kube-system:${local.cluster_autoscaler_sa}"
+          "${local.oidc_issuer}:aud" = "sts.amazonaws.com"
+        }
+      }
+    }]
+  })
+}
+
+resource "aws_iam_role_policy" "cluster_autoscaler" {
+  role = aws_iam_role.cluster_autoscaler.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid    = "Discover"
+        Effect = "Allow"
+        Action = [
+          "autoscaling:DescribeAutoScalingGroups",
+          "autoscaling:DescribeAutoScalingInstances",
+          "autoscaling:DescribeLaunchConfigurations",
+          "autoscaling:DescribeScalingActivities",
+          "autoscaling:DescribeTags",
+          "ec2:DescribeImages",
+          "ec2:DescribeInstanceTypes",
+          "ec2:DescribeLaunchTemplateVersions",
+          "ec2:GetInstanceTypesFromInstanceRequirements",
+        ]
+        Resource = ["*"]
+      },
+      {
+        Sid      = "NodeGroupTemplates"
+        Effect   = "Allow"
+        Action   = ["eks:DescribeNodegroup"]
+        Resource = [aws_eks_node_group.cpu.arn, aws_eks_node_group.gpu.arn]
+      },
+      {
+        Sid    = "ScaleTheWorkerGroups"
+        Effect = "Allow"
+        Action = ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
+        Resource = [
+          for asg in values(local.worker_asgs) :
+          "arn:aws:autoscaling:${var.region}:${data.aws_caller_identity.current.account_id}:autoScalingGroup:*:autoScalingGroupName/${asg}"
+        ]
+      },
+    ]
+  })
+}
+
+resource "helm_release" "cluster_autoscaler" {
+  name       = "cluster-autoscaler"
+  repository = "https://kubernetes.github.io/autoscaler"
+  chart      = "cluster-autoscaler"
+  version    = var.cluster_autoscaler_chart_version
+  namespace  = "kube-system"
+  atomic     = true
+
+  values = [templatefile("${path.module}/values/cluster-autoscaler.yaml.tftpl", {
+    region             = var.region
+    cluster_name       = aws_eks_cluster.this.name
+    kubernetes_version = var.kubernetes_version
+    service_account    = local.cluster_autoscaler_sa
+    role_arn           = aws_iam_role.cluster_autoscaler.arn
+    node_selector      = aws_eks_node_group.system.labels
+  })]
+
+  depends_on = [aws_eks_node_group.system, aws_iam_role_policy.cluster_autoscaler]
 }
 
 # ------------------------------------------------------------------------------------------ storage
@@ -373,7 +510,9 @@ module "platform" {
   service_account_annotations = { "eks.amazonaws.com/role-arn" = aws_iam_role.artifacts.arn }
   gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
   gpu_node_selector           = { "steep-pool" = "gpu" }
+  cpu_node_selector           = { "steep-pool" = "cpu" }
+  system_node_selector        = { "steep-pool" = "system" }
   labels                      = { "steep.dev/target" = "aws" }
 
-  depends_on = [aws_eks_node_group.cpu]
+  depends_on = [aws_eks_node_group.system]
 }

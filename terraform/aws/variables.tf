@@ -49,7 +49,7 @@ variable "cpu_instance_type" {
 
 variable "cpu_nodes" {
   type        = number
-  description = "Desired nodes in the CPU node group."
+  description = "Most nodes of the CPU worker node group; it scales between 0 and this under the cluster autoscaler."
   default     = 2
 
   validation {
@@ -71,7 +71,7 @@ variable "gpu_instance_type" {
 
 variable "gpu_nodes" {
   type        = number
-  description = "Nodes in the GPU node group; 0 creates the group scaled to zero."
+  description = "Most nodes of the GPU node group; it scales from 0 under the cluster autoscaler (0: no Ray GPU workers)."
   default     = 0
 
   validation {
@@ -101,4 +101,27 @@ variable "admin_cidrs" {
     condition     = alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0))])
     error_message = "Every admin_cidrs entry must be a valid CIDR block."
   }
+}
+
+variable "system_instance_type" {
+  type        = string
+  description = "Instance type of the always-on system node group (MLflow, Prefect, KubeRay operator, Ray head, cluster autoscaler)."
+  default     = "m6i.xlarge"
+}
+
+variable "system_nodes" {
+  type        = number
+  description = "Nodes of the system node group; they stay up while the stack exists (the worker groups scale to zero)."
+  default     = 1
+
+  validation {
+    condition     = var.system_nodes >= 1 && var.system_nodes <= 10
+    error_message = "The system_nodes must be between 1 and 10."
+  }
+}
+
+variable "cluster_autoscaler_chart_version" {
+  type        = string
+  description = "Version of the cluster-autoscaler Helm chart (kubernetes/autoscaler) that scales the worker node groups."
+  default     = "9.37.0"
 }

@@ -87,19 +87,30 @@ resource "azurerm_kubernetes_cluster" "this" {
   #checkov:skip=CKV_AZURE_170:the Free tier has no uptime SLA by design: this is a disposable training stack
   #checkov:skip=CKV_AZURE_226:ephemeral OS disks are not offered on every GPU VM size
   #checkov:skip=CKV_AZURE_227:host encryption must be enabled per subscription first; it is not on by default
-  #checkov:skip=CKV_AZURE_232:system node pool taints would keep the platform pods off; the CPU pool serves both roles
+  #checkov:skip=CKV_AZURE_232:a CriticalAddonsOnly taint would keep the platform pods off the system pool, where they belong
 
+  # The system pool: always on, sized for the platform (MLflow, Prefect, KubeRay, the Ray head). The CPU and
+  # GPU worker pools below scale 0..max under AKS's cluster autoscaler (auto_scaler_profile).
   default_node_pool {
-    name                        = "cpu"
-    vm_size                     = var.cpu_instance_type
-    node_count                  = var.cpu_nodes
+    name                        = "system"
+    vm_size                     = var.system_instance_type
+    node_count                  = var.system_nodes
     vnet_subnet_id              = azurerm_subnet.nodes.id
     max_pods                    = 50
-    temporary_name_for_rotation = "cputmp"
-    node_labels                 = { "steep-pool" = "cpu" }
+    temporary_name_for_rotation = "systmp"
+    node_labels                 = { "steep-pool" = "system" }
     upgrade_settings {
       max_surge = "10%"
     }
+  }
+
+  auto_scaler_profile {
+    scale_down_unneeded           = "10m"
+    scale_down_delay_after_add    = "5m"
+    skip_nodes_with_system_pods   = false # coredns or metrics-server on a worker node must not keep it up
+    skip_nodes_with_local_storage = false # nor a pod with an emptyDir (Ray's /tmp/ray)
+    balance_similar_node_groups   = true
+    expander                      = "least-waste"
   }
 
   api_server_access_profile {
@@ -133,21 +144,50 @@ resource "azurerm_log_analytics_workspace" "this" {
   tags                = local.tags
 }
 
+resource "azurerm_kubernetes_cluster_node_pool" "cpu" {
+  name                  = "cpu"
+  kubernetes_cluster_id = azurerm_kubernetes_cluster.this.id
+  mode                  = "User"
+  vm_size               = var.cpu_instance_type
+  enable_auto_scaling   = true
+  min_count             = 0
+  max_count             = var.cpu_nodes
+  node_count            = 0
+  vnet_subnet_id        = azurerm_subnet.nodes.id
+  max_pods              = 50
+  node_labels           = { "steep-pool" = "cpu" }
+  tags                  = local.tags
+  #checkov:skip=CKV_AZURE_227:host encryption must be enabled per subscription first
+
+  lifecycle {
+    ignore_changes = [node_count] # the cluster autoscaler's from creation on
+  }
+}
+
 resource "azurerm_kubernetes_cluster_node_pool" "gpu" {
   name                  = "gpu"
   kubernetes_cluster_id = azurerm_kubernetes_cluster.this.id
+  mode                  = "User"
   vm_size               = var.gpu_instance_type
-  node_count            = var.gpu_nodes
+  enable_auto_scaling   = true
+  min_count             = 0
+  max_count             = max(var.gpu_nodes, 1)
+  node_count            = 0
   vnet_subnet_id        = azurerm_subnet.nodes.id
   max_pods              = 50
   priority              = var.gpu_spot ? "Spot" : "Regular"
   eviction_policy       = var.gpu_spot ? "Delete" : null
   spot_max_price        = var.gpu_spot ? -1 : null
-  node_labels           = { "steep-pool" = "gpu" }
-  node_taints           = ["nvidia.com/gpu=present:NoSchedule"]
-  tags                  = local.tags
+  node_labels           = merge({ "steep-pool" = "gpu" }, var.gpu_spot ? { "kubernetes.azure.com/scalesetpriority" = "spot" } : {})
+  # AKS puts the scalesetpriority taint on every spot pool itself; stating it keeps plans free of drift.
+  node_taints = concat(["nvidia.com/gpu=present:NoSchedule"], var.gpu_spot ? ["kubernetes.azure.com/scalesetpriority=spot:NoSchedule"] : [])
+  tags        = local.tags
   #checkov:skip=CKV_AZURE_168:50 pods per node is the platform's sizing; the check wants 50 or more and reads it wrong on spot pools
   #checkov:skip=CKV_AZURE_227:host encryption must be enabled per subscription first
+
+  lifecycle {
+    ignore_changes = [node_count] # the cluster autoscaler's from creation on
+  }
 }
 
 resource "azurerm_storage_account" "artifacts" {
@@ -279,6 +319,8 @@ module "platform" {
   service_account_annotations = { "azure.workload.identity/client-id" = azurerm_user_assigned_identity.artifacts.client_id }
   gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "24Gi" }
   gpu_node_selector           = { "steep-pool" = "gpu" }
+  cpu_node_selector           = { "steep-pool" = "cpu" }
+  system_node_selector        = { "steep-pool" = "system" }
   labels                      = { "steep.dev/target" = "azure" }
 
   depends_on = [azurerm_kubernetes_cluster_node_pool.gpu]

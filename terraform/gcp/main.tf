@@ -118,6 +118,13 @@ resource "google_container_cluster" "this" {
     enabled = true
   }
 
+  # Node pools with an autoscaling block scale under GKE's cluster autoscaler; this profile removes
+  # unneeded nodes sooner than the default one. No node auto-provisioning: the pools below are the only ones.
+  cluster_autoscaling {
+    enabled             = false
+    autoscaling_profile = "OPTIMIZE_UTILIZATION"
+  }
+
   release_channel {
     channel = "REGULAR"
   }
@@ -130,10 +137,51 @@ resource "google_container_cluster" "this" {
 
 }
 
+# Node pools: a small always-on system pool in one zone for the platform (MLflow, Prefect, KubeRay, the Ray
+# head), and CPU and GPU worker pools that start empty and scale 0..max (totals across the region's zones)
+# under GKE's cluster autoscaler, as KubeRay adds and removes Ray worker pods.
+data "google_compute_zones" "available" {
+  region = var.region
+}
+
+resource "google_container_node_pool" "system" {
+  name           = "system"
+  cluster        = google_container_cluster.this.id
+  node_locations = slice(data.google_compute_zones.available.names, 0, 1)
+  node_count     = var.system_nodes
+
+  management {
+    auto_repair  = true
+    auto_upgrade = true
+  }
+
+  node_config {
+    machine_type    = var.system_instance_type
+    service_account = google_service_account.nodes.email
+    oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
+    labels          = merge(local.labels, { "steep-pool" = "system" })
+    image_type      = "COS_CONTAINERD"
+
+    workload_metadata_config {
+      mode = "GKE_METADATA"
+    }
+    shielded_instance_config {
+      enable_secure_boot          = true
+      enable_integrity_monitoring = true
+    }
+  }
+}
+
 resource "google_container_node_pool" "cpu" {
-  name       = "cpu"
-  cluster    = google_container_cluster.this.id
-  node_count = var.cpu_nodes
+  name               = "cpu"
+  cluster            = google_container_cluster.this.id
+  initial_node_count = 0
+
+  autoscaling {
+    total_min_node_count = 0
+    total_max_node_count = var.cpu_nodes
+    location_policy      = "ANY"
+  }
 
   management {
     auto_repair  = true
@@ -158,13 +206,14 @@ resource "google_container_node_pool" "cpu" {
 }
 
 resource "google_container_node_pool" "gpu" {
-  name       = "gpu"
-  cluster    = google_container_cluster.this.id
-  node_count = var.gpu_nodes
+  name               = "gpu"
+  cluster            = google_container_cluster.this.id
+  initial_node_count = 0
 
   autoscaling {
-    min_node_count = 0
-    max_node_count = max(var.gpu_nodes, 1)
+    total_min_node_count = 0
+    total_max_node_count = max(var.gpu_nodes, 1)
+    location_policy      = "ANY"
   }
 
   management {
@@ -353,7 +402,9 @@ module "platform" {
   service_account_annotations = { "iam.gke.io/gcp-service-account" = google_service_account.artifacts.email }
   gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
   gpu_node_selector           = { "steep-pool" = "gpu" }
+  cpu_node_selector           = { "steep-pool" = "cpu" }
+  system_node_selector        = { "steep-pool" = "system" }
   labels                      = { "steep.dev/target" = "gcp" }
 
-  depends_on = [google_container_node_pool.cpu]
+  depends_on = [google_container_node_pool.system]
 }

@@ -38,7 +38,7 @@ variable "cpu_instance_type" {
 
 variable "cpu_nodes" {
   type        = number
-  description = "Nodes in the CPU node pool."
+  description = "Most nodes of the CPU worker pool (all zones together); it scales between 0 and this under the cluster autoscaler."
   default     = 2
 
   validation {
@@ -66,7 +66,7 @@ variable "gpu_accelerator" {
 
 variable "gpu_nodes" {
   type        = number
-  description = "Nodes in the GPU node pool; 0 keeps the pool scaled to zero."
+  description = "Most nodes of the GPU pool (all zones together); it scales from 0 under the cluster autoscaler (0: no Ray GPU workers)."
   default     = 0
 
   validation {
@@ -95,5 +95,22 @@ variable "admin_cidrs" {
   validation {
     condition     = alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0))])
     error_message = "Every admin_cidrs entry must be a valid CIDR block."
+  }
+}
+
+variable "system_instance_type" {
+  type        = string
+  description = "Machine type of the always-on system node pool (MLflow, Prefect, KubeRay operator, Ray head)."
+  default     = "e2-standard-4"
+}
+
+variable "system_nodes" {
+  type        = number
+  description = "Nodes of the system node pool (one zone); they stay up while the stack exists (the worker pools scale to zero)."
+  default     = 1
+
+  validation {
+    condition     = var.system_nodes >= 1 && var.system_nodes <= 10
+    error_message = "The system_nodes must be between 1 and 10."
   }
 }
