@@ -78,6 +78,7 @@ resource "azurerm_kubernetes_cluster" "this" {
   role_based_access_control_enabled = true
   local_account_disabled            = false
   azure_policy_enabled              = true
+  kubernetes_version                = var.kubernetes_version # a minor version: the patch channel picks the patch
   automatic_channel_upgrade         = "patch"
   tags                              = local.tags
   #checkov:skip=CKV_AZURE_115:a private cluster would need a jump host; the API is limited to var.admin_cidrs

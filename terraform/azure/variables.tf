@@ -24,6 +24,17 @@ variable "created_at" {
   description = "RFC 3339 time the stack was first provisioned."
 }
 
+variable "kubernetes_version" {
+  type        = string
+  description = "Kubernetes minor version of the AKS cluster (the patch upgrade channel keeps its latest patch); the Helm charts and serving manifests are validated against it (tests/terraform/test_helm.py)."
+  default     = "1.35"
+
+  validation {
+    condition     = can(regex("^1[.][0-9]+$", var.kubernetes_version))
+    error_message = "The kubernetes_version must be a minor version such as 1.35."
+  }
+}
+
 variable "cpu_instance_type" {
   type        = string
   description = "VM size of the CPU node pool."

@@ -125,6 +125,8 @@ resource "google_container_cluster" "this" {
     autoscaling_profile = "OPTIMIZE_UTILIZATION"
   }
 
+  # the REGULAR channel upgrades the control plane from this version on: var.kubernetes_version is a floor
+  min_master_version = var.kubernetes_version
   release_channel {
     channel = "REGULAR"
   }

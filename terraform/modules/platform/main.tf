@@ -3,26 +3,43 @@
 # serving namespace with metrics-server so the model's HPA can scale.
 
 locals {
-  labels = merge(var.labels, {
-    "app.kubernetes.io/part-of"    = "steep"
-    "app.kubernetes.io/managed-by" = "terraform"
-    "steep.dev/stack"              = var.stack_name
+  # Helm sets app.kubernetes.io/managed-by itself: the charts get steep's labels without it.
+  chart_labels = merge(var.labels, {
+    "app.kubernetes.io/part-of" = "steep"
+    "steep.dev/stack"           = var.stack_name
   })
+  labels    = merge(local.chart_labels, { "app.kubernetes.io/managed-by" = "terraform" })
   work_pool = "${var.stack_name}-k8s"
 
-  gpu_group = var.gpu_workers.max > 0 ? [{
-    groupName      = "gpu"
-    replicas       = var.gpu_workers.min
-    minReplicas    = var.gpu_workers.min
-    maxReplicas    = var.gpu_workers.max
-    rayStartParams = { "num-gpus" = tostring(var.gpu_workers.gpus) }
-    nodeSelector   = var.gpu_node_selector
-    tolerations    = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
-    resources = {
-      limits   = { cpu = var.gpu_workers.cpu, memory = var.gpu_workers.memory, "nvidia.com/gpu" = var.gpu_workers.gpus }
-      requests = { cpu = var.gpu_workers.cpu, memory = var.gpu_workers.memory, "nvidia.com/gpu" = var.gpu_workers.gpus }
+  # Azure's workload identity webhook only injects its token into pods labelled for it.
+  azure_identity = contains(keys(var.service_account_annotations), "azure.workload.identity/client-id")
+  artifact_uri   = "^(?P<scheme>s3|gs|wasbs)://(?:(?P<container>[^@/]+)@(?P<account>[^.]+)[.]blob[.]core[.]windows[.]net|(?P<bucket>[^/]+))/?(?P<path>.*)$"
+
+  # The variables of every values/*.yaml.tftpl (one set for all six); tests/terraform/test_helm.py renders
+  # the same files with the same names through `terraform console`.
+  values_vars = {
+    namespace                   = var.namespace
+    labels                      = local.chart_labels
+    pod_labels                  = merge(local.chart_labels, local.azure_identity ? { "azure.workload.identity/use" = "true" } : {})
+    service_account             = "mlflow" # the mlflow release makes it; Ray pods use it for the bucket too
+    service_account_annotations = var.service_account_annotations
+    mlflow_image                = var.mlflow_image
+    # not secret (the password is, it goes through set_sensitive): keeps the other releases' plans readable
+    database = {
+      host = nonsensitive(var.database.host), port = nonsensitive(var.database.port)
+      name = nonsensitive(var.database.name), user = nonsensitive(var.database.user)
     }
-  }] : []
+    artifact           = regex(local.artifact_uri, var.artifact_uri) # {scheme, bucket | container + account, path}
+    ray_image          = var.ray_image
+    ray_idle_timeout_s = var.ray_idle_timeout_s
+    cpu_workers        = var.cpu_workers
+    gpu_workers        = var.gpu_workers
+    gpu_node_selector  = var.gpu_node_selector
+    cpu_node_selector  = var.cpu_node_selector
+    node_selector      = var.system_node_selector
+    prefect_api_url    = local.prefect_api_url
+    work_pool          = local.work_pool
+  }
 }
 
 resource "kubernetes_namespace" "platform" {
@@ -39,17 +56,6 @@ resource "kubernetes_namespace" "serving" {
   }
 }
 
-resource "kubernetes_secret" "mlflow_db" {
-  metadata {
-    name      = "${var.stack_name}-mlflow-db"
-    namespace = kubernetes_namespace.platform.metadata[0].name
-    labels    = local.labels
-  }
-  data = {
-    password = var.database.password
-  }
-}
-
 resource "helm_release" "mlflow" {
   name       = "mlflow"
   repository = "https://community-charts.github.io/helm-charts"
@@ -59,26 +65,11 @@ resource "helm_release" "mlflow" {
   atomic     = true
   timeout    = 600
 
-  values = [yamlencode({
-    commonLabels   = local.labels
-    serviceAccount = { create = true, name = "mlflow", annotations = var.service_account_annotations }
-    backendStore = {
-      databaseMigration = true
-      postgres = {
-        enabled  = true
-        host     = var.database.host
-        port     = var.database.port
-        database = var.database.name
-        user     = var.database.user
-      }
-      existingDatabaseSecret = { name = kubernetes_secret.mlflow_db.metadata[0].name, passwordKey = "password" }
-    }
-    artifactRoot = {
-      proxiedArtifactStorage      = true
-      defaultArtifactsDestination = var.artifact_uri
-    }
-    extraEnvVars = { MLFLOW_SERVER_ENABLE_JOB_EXECUTION = "false", MLFLOW_DISABLE_TELEMETRY = "true" }
-  })]
+  values = [templatefile("${path.module}/values/mlflow.yaml.tftpl", local.values_vars)]
+  set_sensitive {
+    name  = "backendStore.postgres.password"
+    value = var.database.password
+  }
 }
 
 resource "helm_release" "kuberay_operator" {
@@ -88,6 +79,8 @@ resource "helm_release" "kuberay_operator" {
   version    = var.chart_versions["kuberay"]
   namespace  = kubernetes_namespace.platform.metadata[0].name
   atomic     = true
+
+  values = [templatefile("${path.module}/values/kuberay-operator.yaml.tftpl", local.values_vars)]
 }
 
 resource "helm_release" "ray_cluster" {
@@ -96,32 +89,9 @@ resource "helm_release" "ray_cluster" {
   chart      = "ray-cluster"
   version    = var.chart_versions["kuberay"]
   namespace  = kubernetes_namespace.platform.metadata[0].name
-  depends_on = [helm_release.kuberay_operator]
+  depends_on = [helm_release.kuberay_operator, helm_release.mlflow] # the operator and the service account
 
-  values = [yamlencode({
-    image = {
-      repository = split(":", var.ray_image)[0]
-      tag        = split(":", var.ray_image)[1]
-    }
-    commonLabels = local.labels
-    head = {
-      serviceAccountName = "mlflow"
-      rayStartParams     = { "dashboard-host" = "0.0.0.0", "num-cpus" = "0" }
-      containerEnv       = [{ name = "RAY_USAGE_STATS_ENABLED", value = "0" }]
-      resources          = { limits = { cpu = "2", memory = "4Gi" }, requests = { cpu = "1", memory = "4Gi" } }
-    }
-    worker = {
-      groupName   = "cpu"
-      replicas    = var.cpu_workers.min
-      minReplicas = var.cpu_workers.min
-      maxReplicas = var.cpu_workers.max
-      resources = {
-        limits   = { cpu = var.cpu_workers.cpu, memory = var.cpu_workers.memory }
-        requests = { cpu = var.cpu_workers.cpu, memory = var.cpu_workers.memory }
-      }
-    }
-    additionalWorkerGroups = { for g in local.gpu_group : g.groupName => g }
-  })]
+  values = [templatefile("${path.module}/values/ray-cluster.yaml.tftpl", local.values_vars)]
 }
 
 resource "helm_release" "prefect_server" {
@@ -132,10 +102,7 @@ resource "helm_release" "prefect_server" {
   namespace  = kubernetes_namespace.platform.metadata[0].name
   atomic     = true
 
-  values = [yamlencode({
-    commonLabels = local.labels
-    server       = { env = [{ name = "PREFECT_SERVER_ANALYTICS_ENABLED", value = "false" }] }
-  })]
+  values = [templatefile("${path.module}/values/prefect-server.yaml.tftpl", local.values_vars)]
 }
 
 resource "helm_release" "prefect_worker" {
@@ -146,14 +113,7 @@ resource "helm_release" "prefect_worker" {
   namespace  = kubernetes_namespace.platform.metadata[0].name
   depends_on = [helm_release.prefect_server]
 
-  values = [yamlencode({
-    commonLabels = local.labels
-    worker = {
-      apiConfig                 = "selfHostedServer"
-      selfHostedServerApiConfig = { apiUrl = local.prefect_api_url }
-      config                    = { workPool = local.work_pool, type = "kubernetes" }
-    }
-  })]
+  values = [templatefile("${path.module}/values/prefect-worker.yaml.tftpl", local.values_vars)]
 }
 
 resource "helm_release" "metrics_server" {
@@ -163,6 +123,8 @@ resource "helm_release" "metrics_server" {
   version    = var.chart_versions["metrics_server"]
   namespace  = "kube-system"
   atomic     = true
+
+  values = [templatefile("${path.module}/values/metrics-server.yaml.tftpl", local.values_vars)]
 }
 
 resource "kubernetes_resource_quota" "serving" {

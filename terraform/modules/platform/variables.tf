@@ -50,8 +50,8 @@ variable "service_account_annotations" {
 
 variable "cpu_workers" {
   type        = object({ min = number, max = number, cpu = string, memory = string })
-  description = "Ray CPU worker group: replica bounds and per-worker resources."
-  default     = { min = 1, max = 4, cpu = "2", memory = "8Gi" }
+  description = "Ray CPU worker group: replica bounds and per-worker resources. min = 0: no worker runs while Ray is idle."
+  default     = { min = 0, max = 4, cpu = "2", memory = "8Gi" }
 
   validation {
     condition     = var.cpu_workers.min >= 0 && var.cpu_workers.max >= var.cpu_workers.min
@@ -76,10 +76,49 @@ variable "gpu_node_selector" {
   default     = {}
 }
 
+variable "cpu_node_selector" {
+  type        = map(string)
+  description = "Node labels that select the CPU worker node pool (Ray CPU workers); {} lets them run anywhere."
+  default     = {}
+}
+
+variable "system_node_selector" {
+  type        = map(string)
+  description = "Node labels that select the always-on node pool for the platform pods (MLflow, Prefect, KubeRay, the Ray head, metrics-server), so none of them keeps a worker node from scaling down; {} lets them run anywhere."
+  default     = {}
+}
+
 variable "ray_image" {
   type        = string
-  description = "Container image of the Ray head and workers (steep installed in it)."
+  description = "Container image of the Ray head and workers (steep installed in it), as repository:tag."
   default     = "rayproject/ray:2.60.0-py311"
+
+  validation {
+    condition     = can(regex("^.+:[^:/]+$", var.ray_image))
+    error_message = "The ray_image must be repository:tag."
+  }
+}
+
+variable "ray_idle_timeout_s" {
+  type        = number
+  description = "Seconds a Ray worker pod may sit idle before KubeRay's autoscaler removes it (then the node autoscaler can remove its node)."
+  default     = 300
+
+  validation {
+    condition     = var.ray_idle_timeout_s >= 30
+    error_message = "The ray_idle_timeout_s must be at least 30 seconds."
+  }
+}
+
+variable "mlflow_image" {
+  type        = string
+  description = "Image of the MLflow tracking server, as repository:tag; the server must not be older than steep's MLflow client (the chart's default is MLflow 2.1.1)."
+  default     = "burakince/mlflow:3.17.2"
+
+  validation {
+    condition     = can(regex("^.+:[^:/]+$", var.mlflow_image))
+    error_message = "The mlflow_image must be repository:tag."
+  }
 }
 
 variable "chart_versions" {
