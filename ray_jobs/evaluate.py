@@ -5,7 +5,8 @@ model and test-split digest, so a rerun only generates with the new challenger. 
 the text) is the extractive reference line every summarizer should beat.
 
 Every evaluation carries its role in the gate (challenger, champion, base model, baseline) beside the name
-it is shown with ("champion v3", "lead-1").
+it is shown with ("champion v3", "lead-1"), and its per-row scores: the challenger's difference to every
+other model gets a paired bootstrap interval over the same rows (`compare`), whole documents resampled.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 import pandas as pd
 from rouge_score import rouge_scorer
 
-from steep.registry import METRICS
+from steep.registry import METRIC_LABELS, METRICS
+from steep.significance import Interval, paired_bootstraps
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
@@ -56,6 +58,9 @@ class Evaluation:
     scores: Scores
     predictions: list[str]
     cached: bool = False
+    rows: dict[str, list[float]] = field(default_factory=dict)  # per-row scores by metric, in test order
+    # the challenger's: its difference to each other model (by key) per metric, with the bootstrap interval
+    versus: dict[str, dict[str, Interval]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -63,22 +68,30 @@ class Evaluation:
         return self.name if self.role is Role.BASELINE else self.role.value
 
 
-def score(predictions: Sequence[str], references: Sequence[str]) -> Scores:
-    """Mean ROUGE F1 with Porter stemming, and the mean ratio of prediction to reference length in words."""
+def row_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """Per row: ROUGE F1 with Porter stemming, and the ratio of prediction to reference length in words."""
     if len(predictions) != len(references) or not references:
         raise ValueError(
             f"need as many predictions as references, got {len(predictions)} and {len(references)}"
         )
     scorer = rouge_scorer.RougeScorer(list(METRICS), use_stemmer=True)
-    totals = dict.fromkeys(METRICS, 0.0)
-    ratio = 0.0
+    rows: dict[str, list[float]] = {m: [] for m in (*METRICS, "length_ratio")}
     for pred, ref in zip(predictions, references, strict=True):
         result = scorer.score(ref, pred)
         for m in METRICS:
-            totals[m] += result[m].fmeasure
-        ratio += len(pred.split()) / max(1, len(ref.split()))
-    n = len(references)
-    return Scores(**{m: totals[m] / n for m in METRICS}, length_ratio=ratio / n, n=n)
+            rows[m].append(result[m].fmeasure)
+        rows["length_ratio"].append(len(pred.split()) / max(1, len(ref.split())))
+    return rows
+
+
+def mean_scores(rows: dict[str, list[float]]) -> Scores:
+    n = len(rows["length_ratio"])
+    return Scores(**{m: sum(rows[m]) / n for m in (*METRICS, "length_ratio")}, n=n)
+
+
+def score(predictions: Sequence[str], references: Sequence[str]) -> Scores:
+    """Mean ROUGE F1 with Porter stemming, and the mean ratio of prediction to reference length in words."""
+    return mean_scores(row_scores(predictions, references))
 
 
 def lead1(text: str) -> str:
@@ -100,13 +113,21 @@ def evaluate(
     cache_dir: Path | None = None,
     key: str | None = None,
 ) -> Evaluation:
-    """Generate with `summarize` over the test split and score it; reuse the cached result for `key`."""
+    """Generate with `summarize` over the test split and score it; reuse the cached predictions for `key`.
+
+    The cache holds predictions: scores are computed from them each time, per row, so caches written before
+    per-row scores existed still serve.
+    """
     path = cache_dir / f"{key}.json" if cache_dir is not None and key is not None else None
+    references = list(test["summary"])
     if path is not None and path.exists():
-        data = json.loads(path.read_text())
-        return Evaluation(name, role, Scores(**data["scores"]), data["predictions"], cached=True)
+        predictions = json.loads(path.read_text()).get("predictions")
+        if isinstance(predictions, list) and len(predictions) == len(references):
+            rows = row_scores(predictions, references)
+            return Evaluation(name, role, mean_scores(rows), predictions, cached=True, rows=rows)
     predictions = list(summarize(list(test["text"])))
-    result = Evaluation(name, role, score(predictions, list(test["summary"])), predictions)
+    rows = row_scores(predictions, references)
+    result = Evaluation(name, role, mean_scores(rows), predictions, rows=rows)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"scores": result.scores.as_dict(), "predictions": predictions}))
@@ -147,6 +168,85 @@ def comparison_plot(evaluations: Sequence[Evaluation], path: Path) -> Path:
     ax.set_title(f"test split, n={evaluations[0].scores.n}")
     ax.legend(fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def compare(
+    evaluations: Sequence[Evaluation],
+    groups: Sequence[object] | None,
+    *,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> list[Evaluation]:
+    """The evaluations, the challenger now carrying `versus`: for every other model and metric, the paired
+    bootstrap interval of challenger minus it over the same rows. `groups` (one label per row, e.g. the
+    document) makes a resample draw whole groups, since rows of one document are not independent."""
+    challenger = next((e for e in evaluations if e.role is Role.CHALLENGER), None)
+    if challenger is None or not challenger.rows:
+        return list(evaluations)
+    mine = {m: challenger.rows[m] for m in METRICS}
+    versus = {
+        other.key: paired_bootstraps(
+            mine,
+            {m: other.rows[m] for m in METRICS},
+            groups,
+            confidence=confidence,
+            resamples=resamples,
+            seed=seed,
+        )
+        for other in evaluations
+        if other is not challenger and other.rows
+    }
+    return [replace(e, versus=versus) if e is challenger else e for e in evaluations]
+
+
+def intervals_plot(evaluations: Sequence[Evaluation], path: Path) -> Path | None:
+    """The challenger minus each other model per metric, with its interval: what the gate is sure of.
+
+    None when there is nothing to draw (no challenger with intervals)."""
+    challenger = next((e for e in evaluations if e.role is Role.CHALLENGER and e.versus), None)
+    if challenger is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {e.key: e.name for e in evaluations}
+    keys = list(challenger.versus)
+    first = challenger.versus[keys[0]][METRICS[0]]
+    fig, axes = plt.subplots(
+        1, len(METRICS), figsize=(3 * len(METRICS) + 1, 0.5 * len(keys) + 1.6), dpi=120, sharey=True
+    )
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for y, key in enumerate(keys):
+            iv = challenger.versus[key][metric]
+            color = "tab:green" if iv.low > 0 else "tab:red" if iv.high < 0 else "tab:gray"
+            if iv.defined:
+                ax.plot([iv.low * 100, iv.high * 100], [y, y], color=color, linewidth=2.5)
+            ax.plot([iv.delta * 100], [y], "o", color=color)
+            ax.annotate(
+                iv.format(), (iv.delta * 100, y), textcoords="offset points", xytext=(0, 6),
+                ha="center", fontsize=7,
+            )  # fmt: skip
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(METRIC_LABELS[metric], fontsize=9)
+        ax.set_xlabel("challenger minus model (F1 x 100)", fontsize=8)
+        ax.set_ylim(-0.6, len(keys) - 0.4)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_yticks(range(len(keys)), [names.get(k, k) for k in keys])
+    axes[0].invert_yaxis()  # top to bottom in the order of the result table
+    unit = "groups" if first.units < first.n else "rows"
+    fig.suptitle(
+        f"{first.confidence:.0%} paired bootstrap intervals: {first.n} test rows, {first.units} {unit} "
+        "resampled",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

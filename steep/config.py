@@ -290,10 +290,53 @@ class TrainingConfig(Section):
         return self
 
 
+# what `evaluation.must_beat` may name: the other rows of the evaluation table
+GATE_OPPONENTS = ("lead-1", "base", "champion")
+
+
+def _confidence_level(value: Any) -> Any:
+    """`off`, `none`, false or null: the point rule. YAML reads a bare `off` as false."""
+    if value is False or value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in {"off", "none", "null", ""}:
+        return None
+    if value is True:
+        raise ValueError("give a confidence level such as 0.95, or off")
+    return value
+
+
+def _one_or_more(value: Any) -> Any:
+    """`--set evaluation.must_beat=lead-1` names one."""
+    return [value] if isinstance(value, str) else value
+
+
+def _opponents(value: list[str]) -> list[str]:
+    unknown = [v for v in value if v not in GATE_OPPONENTS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], GATE_OPPONENTS, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown name {unknown[0]!r}{hint}; choose from {', '.join(GATE_OPPONENTS)}")
+    return list(dict.fromkeys(value))
+
+
 class EvaluationConfig(Section):
     metric: Literal["rouge1", "rouge2", "rougeL"] = "rougeL"
     min_score: float = Field(0.0, ge=0, le=1, description="the challenger must reach this")
     min_improvement: float = Field(0.0, ge=-1, le=1, description="over the champion (or the base model)")
+    confidence: Annotated[float | None, BeforeValidator(_confidence_level)] = Field(
+        None, ge=0.5, lt=1,
+        description="e.g. 0.95: promote only when the lower end of this paired bootstrap interval of the "
+        "improvement exceeds min_improvement (against a champion, a negative min_improvement then means: "
+        "surely not worse by more than that); off: the point estimate decides. Intervals are reported at "
+        "this level (or 0.95)",
+    )  # fmt: skip
+    must_beat: Annotated[list[str], BeforeValidator(_one_or_more), AfterValidator(_opponents)] = Field(
+        default_factory=list,
+        description=f"also beat these the same way (any of {', '.join(GATE_OPPONENTS)}), e.g. [lead-1]",
+    )
+    bootstrap_resamples: int = Field(
+        2000, ge=100, le=100_000, description="resamples of the paired bootstrap (seeded by project.seed)"
+    )
     max_regression: float = Field(0.02, ge=0, le=1, description="largest drop allowed on the other metrics")
     require_approval: bool = False
     approval_timeout: Duration = "1h"

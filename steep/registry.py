@@ -8,6 +8,7 @@ registered model, which is what `rollback()` walks back.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -18,11 +19,13 @@ from mlflow.exceptions import MlflowException
 
 from steep.config import EvaluationConfig, SteepConfig
 from steep.errors import SteepError
+from steep.significance import Interval
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # the ROUGE metrics evaluation scores and the gate compares: the choices of `evaluation.metric`
 METRICS: tuple[str, ...] = get_args(EvaluationConfig.model_fields["metric"].annotation)
+METRIC_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 _HISTORY_TAG = "steep.champion_history"
 
 
@@ -43,6 +46,9 @@ class GateDecision:
     reference: float
     reference_name: str  # "champion vN" or "base model"
     reasons: list[str] = field(default_factory=list)
+    confidence: float | None = None  # the level the gate required; None: the point rule decided
+    # the challenger minus each opponent on `metric`, by the opponent's name ("base model", "lead-1")
+    intervals: dict[str, Interval] = field(default_factory=dict)
 
     def summary(self) -> str:
         verdict = "promote" if self.promote else "keep the champion"
@@ -51,43 +57,118 @@ class GateDecision:
         return f"{verdict}: {scores} ({because})"
 
 
+@dataclass(frozen=True)
+class _Opponent:
+    key: str  # as in must_beat and the MLflow keys: champion, base, lead-1
+    label: str  # as in the decision text: "champion v3", "base model", "lead-1"
+    scores: Mapping[str, float] | None
+    threshold: float  # the gain (or the interval's lower end) must reach this
+    strict: bool  # ... and exceed it
+
+
 def promotion_decision(
     rules: EvaluationConfig,
-    challenger: dict[str, float],
-    champion: dict[str, float] | None,
-    base: dict[str, float],
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    base: Mapping[str, float],
     champion_label: str = "champion",
+    *,
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    intervals: Mapping[str, Mapping[str, Interval]] | None = None,
 ) -> GateDecision:
-    """The gate: decide promotion from scores (0..1) against the champion, or the base model without one."""
+    """The gate: decide promotion from scores (0..1) against the champion, or the base model without one,
+    and against every opponent in `rules.must_beat`.
+
+    `baselines` holds the scores of reference lines such as lead-1; `intervals` the challenger-minus-opponent
+    intervals per opponent key (champion, base, lead-1) and metric. With `rules.confidence` set, an opponent
+    is beaten only when the lower end of its interval on the gate metric exceeds the threshold; otherwise the
+    point estimate decides and the interval, when there is one, is only reported.
+    """
     metric = rules.metric
-    reference, reference_name = (champion, champion_label) if champion is not None else (base, "base model")
-    score, ref = challenger[metric], reference[metric]
+    baselines, intervals = baselines or {}, intervals or {}
+    # against a champion, min_improvement may be 0 (ties keep the newer data); against the base model or a
+    # baseline a fine-tuned model must be strictly better, or fine-tuning did nothing worth serving
+    strict_floor = max(rules.min_improvement, 0.0)
+    known = {
+        "champion": _Opponent("champion", champion_label, champion, rules.min_improvement, False),
+        "base": _Opponent("base", "base model", base, strict_floor, True),
+        **{k: _Opponent(k, k, v, strict_floor, True) for k, v in baselines.items()},
+    }
+    reference = known["champion"] if champion is not None else known["base"]
+    opponents = [reference, *(known.get(k) or _Opponent(k, k, None, 0.0, True) for k in rules.must_beat)]
+    opponents = list({o.key: o for o in opponents}.values())  # once each, the reference first
+    score = challenger[metric]
     reasons, ok = [], True
     if score < rules.min_score:
         ok = False
         reasons.append(f"{metric} {score:.4f} is below evaluation.min_score {rules.min_score:.4f}")
-    gain = score - ref
-    # against a champion, min_improvement may be 0 (ties keep the newer data); against the base model a
-    # fine-tuned model must be strictly better, or fine-tuning did nothing worth serving
-    beats = gain >= rules.min_improvement if champion is not None else gain > max(rules.min_improvement, 0.0)
-    if beats:
-        reasons.append(f"{metric} gain {gain:+.4f} over the {reference_name}")
-    else:
-        ok = False
-        reasons.append(
-            f"{metric} gain {gain:+.4f} over the {reference_name} does not meet evaluation.min_improvement "
-            f"{rules.min_improvement:+.4f}"
-        )
-    for other in METRICS:
-        if other == metric or other not in challenger or other not in reference:
+    shown: dict[str, Interval] = {}
+    for opp in opponents:
+        if opp.scores is None:
+            if opp.key == "champion":
+                continue  # must_beat: [champion] with no champion yet: nothing to beat
+            ok = False
+            reasons.append(f"evaluation.must_beat names {opp.key}, but it was not evaluated")
             continue
-        drop = reference[other] - challenger[other]
+        interval = intervals.get(opp.key, {}).get(metric)
+        if interval is not None:
+            shown[opp.label] = interval
+        beaten, reason = _beats(rules, metric, score - opp.scores[metric], interval, opp)
+        ok = ok and beaten
+        reasons.append(reason)
+    ref_scores = reference.scores or {}
+    for other in METRICS:
+        if other == metric or other not in challenger or other not in ref_scores:
+            continue
+        drop = ref_scores[other] - challenger[other]
         if drop > rules.max_regression:
             ok = False
             reasons.append(
                 f"{other} regressed by {drop:.4f} > evaluation.max_regression {rules.max_regression:.4f}"
             )
-    return GateDecision(ok, metric, score, ref, reference_name, reasons)
+    return GateDecision(
+        ok, metric, score, ref_scores[metric], reference.label, reasons, rules.confidence, shown
+    )
+
+
+def _beats(
+    rules: EvaluationConfig, metric: str, gain: float, interval: Interval | None, opp: _Opponent
+) -> tuple[bool, str]:
+    """Whether the challenger beats one opponent, and the reason that says so with the numbers."""
+    over = f"over the {opp.label}" if opp.key in ("champion", "base") else f"over {opp.label}"
+    threshold = (
+        f"evaluation.min_improvement {rules.min_improvement:+.4f}"
+        if opp.threshold == rules.min_improvement
+        else "zero"  # min_improvement < 0 lowers the bar over a champion only
+    )
+
+    def clears(value: float, strict: bool) -> bool:
+        return value > opp.threshold if strict else value >= opp.threshold
+
+    if rules.confidence is None:  # the point rule; the interval, when there is one, says how sure it is
+        sure = f", {interval_text(metric, interval)} at {interval.confidence:.0%}" if interval else ""
+        if clears(gain, opp.strict):
+            return True, f"{metric} gain {gain:+.4f} {over}{sure}"
+        return False, f"{metric} gain {gain:+.4f} {over}{sure}: does not meet {threshold}"
+    level = f"{rules.confidence:.0%}"
+    if interval is None or not interval.defined:
+        why = "too few test documents to resample" if interval else "no per-row scores"
+        return False, f"{metric} gain {gain:+.4f} {over}: no {level} interval ({why}) to be sure of it"
+    if abs(interval.confidence - rules.confidence) > 1e-9:
+        raise ValueError(
+            f"the interval over {opp.label} is at {interval.confidence:.0%}, the gate asks {level}: "
+            "compute the intervals at evaluation.confidence"
+        )
+    text = f"{interval_text(metric, interval)} {over}"
+    if clears(interval.low, strict=True):  # the lower end must exceed it: sure of a gain, not of a tie
+        return True, text
+    return False, f"{text}: at {level} the lower end does not clear {threshold}"
+
+
+def interval_text(metric: str, interval: Interval) -> str:
+    """`+3.1 ROUGE-L [+1.2, +5.0]`: the difference in ROUGE points (F1 x 100) and its interval."""
+    point, _, rest = interval.format().partition(" ")
+    return f"{point} {METRIC_LABELS.get(metric, metric)} {rest}"
 
 
 # --------------------------------------------------------------------------------------------- registry

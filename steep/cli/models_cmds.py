@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Annotated
 
 import typer
+from mlflow.exceptions import MlflowException
+from rich.markup import escape
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.registry import CHALLENGER, CHAMPION
+from steep.registry import CHALLENGER, CHAMPION, METRIC_LABELS, Registry
 from steep.runtime import Runtime
+from steep.significance import DEFAULT_CONFIDENCE, Interval
 
 models_app = typer.Typer(
     help="The model registry: versions, champion, rollback, approvals.", no_args_is_help=True
@@ -29,14 +33,21 @@ def local_time(epoch_ms: int | None) -> str:
 @models_app.command("list")
 def list_versions(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Every version with its aliases, gate result and scores."""
-    registry = Runtime.of(load(config, sets)).registry()
+    cfg = load(config, sets)
+    registry = Runtime.of(cfg).registry()
     versions = registry.versions()
     if not versions:
         console.print(f"no versions of {registry.name} yet: `steep run` registers one")
         return
     champion, challenger = registry.alias(CHAMPION), registry.alias(CHALLENGER)
-    table = Table(title=registry.name)
-    for col in ("version", "aliases", "ROUGE-L", "gate", "run", "created"):
+    metric = cfg.evaluation.metric
+    label = METRIC_LABELS[metric]
+    table = Table(
+        title=registry.name,
+        caption=f"Δ: {label} minus the champion's it was gated against (or the base model's) and Lead-1's, "
+        "F1 x 100, with its paired bootstrap interval",
+    )
+    for col in ("version", "aliases", "ROUGE-L", "Δ vs champion", "Δ vs lead-1", "gate", "run", "created"):
         table.add_column(col)
     for v in reversed(versions):
         aliases = [
@@ -52,8 +63,40 @@ def list_versions(config: ConfigOpt = None, sets: SetOpt = None) -> None:
             else ""
         )
         created = local_time(v.creation_timestamp)
-        table.add_row(str(v.version), ", ".join(aliases), rouge, gate, (v.run_id or "")[:12], created)
+        deltas = run_metrics(registry, v.run_id)
+        ahead = delta_cell(deltas, "champion", metric) or delta_cell(deltas, "base", metric, " (base)")
+        table.add_row(
+            str(v.version),
+            ", ".join(aliases),
+            rouge,
+            ahead,
+            delta_cell(deltas, "lead1", metric),
+            gate,
+            (v.run_id or "")[:12],
+            created,
+        )
     console.print(table)
+
+
+def run_metrics(registry: Registry, run_id: str | None) -> dict[str, float]:
+    """The metrics of the run a version came from; none when the run is gone or was never recorded."""
+    if not run_id:
+        return {}
+    try:
+        return dict(registry.client.get_run(run_id).data.metrics)
+    except MlflowException:
+        return {}
+
+
+def delta_cell(metrics: dict[str, float], other: str, metric: str, note: str = "") -> str:
+    """`+3.1 [+1.2, +5.0]` from `delta_<other>_<metric>` and its `_low`/`_high` (F1 x 100); a version
+    evaluated before intervals were logged shows nothing."""
+    name = f"delta_{other}_{metric}"
+    if name not in metrics:
+        return ""
+    low, high = metrics.get(f"{name}_low", math.nan), metrics.get(f"{name}_high", math.nan)
+    level = metrics.get("delta_confidence", DEFAULT_CONFIDENCE)
+    return escape(Interval(metrics[name], low, high, level, 0, 0).format()) + note
 
 
 @models_app.command("promote")

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.registry import METRIC_LABELS, METRICS
 from steep.runtime import Runtime
+
+if TYPE_CHECKING:  # the evaluation stage imports nltk: seconds every command would pay at start-up
+    from ray_jobs.evaluate import Evaluation
+    from steep.significance import Interval
 
 
 @app.command("run")
@@ -17,18 +26,13 @@ def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     from flows.finetune import finetune_flow
 
     outcome = finetune_flow(cfg)
-    table = Table(
-        title=f"test split: {len(outcome.splits.test)} rows, {len(outcome.splits.test['group'].unique())} "
-        f"documents never seen in training"
-    )
-    for col in ("model", "ROUGE-1", "ROUGE-2", "ROUGE-L", "length ratio"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for ev in outcome.evaluations:
-        s = ev.scores
-        table.add_row(
-            ev.name, *(f"{v * 100:.2f}" for v in (s.rouge1, s.rouge2, s.rougeL)), f"{s.length_ratio:.2f}"
+    test = outcome.splits.test
+    console.print(
+        results_table(
+            outcome.evaluations,
+            f"test split: {len(test)} rows, {test['group'].nunique()} documents never seen in training",
         )
-    console.print(table)
+    )
     decision = outcome.decision
     verdict = "[green]promoted to champion[/]" if outcome.promoted else "[yellow]not promoted[/]"
     console.print(f"version {outcome.version}: {verdict} — {decision.summary() if decision else ''}")
@@ -44,3 +48,38 @@ def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
         )
     console.print(f"MLflow run: {outcome.run_id}  ({outcome.tracking_uri or 'embedded: ' + str(cfg.home)})")
     console.print(f"Data Docs:  {outcome.validation.data_docs}")
+
+
+def results_table(evaluations: Sequence[Evaluation], title: str) -> Table:
+    """Each model's scores, and beside every other model the challenger's lead over it with its paired
+    bootstrap interval: `+3.1 [+1.2, +5.0]` is 3.1 points ahead, and sure of 1.2 to 5.0 at that level."""
+    challenger = next((ev for ev in evaluations if ev.role == "challenger"), None)
+    versus = challenger.versus if challenger is not None else {}
+    some = next((iv for by_metric in versus.values() for iv in by_metric.values()), None)
+    table = Table(title=title, caption=_caption(some) if some else None)
+    for col in ("model", *METRIC_LABELS.values(), "length ratio"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for ev in evaluations:
+        mine = versus.get(ev.key) if ev is not challenger else None
+        cells = []
+        for metric in METRICS:
+            cell = f"{getattr(ev.scores, metric) * 100:.2f}"
+            if mine is not None:
+                iv = mine[metric]
+                cell += f"  [{_color(iv)}]{escape(iv.format())}[/]"
+            cells.append(cell)
+        table.add_row(ev.name, *cells, f"{ev.scores.length_ratio:.2f}")
+    return table
+
+
+def _caption(iv: Interval) -> str:
+    unit = "documents" if iv.units < iv.n else "rows"
+    return (
+        f"+d \\[low, high]: the challenger minus that model (F1 x 100) and its {iv.confidence:.0%} paired "
+        f"bootstrap interval, {iv.units} {unit} resampled"
+    )
+
+
+def _color(iv: Interval) -> str:
+    """Green: surely ahead; red: surely behind; no colour: the interval holds zero."""
+    return "green" if iv.defined and iv.low > 0 else "red" if iv.defined and iv.high < 0 else "default"

@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import mlflow
+import pandas as pd
 
 from ray_jobs.evaluate import (
     Candidate,
     Evaluation,
     Role,
+    compare,
     comparison_plot,
     evaluate_candidates,
+    intervals_plot,
     predictions_table,
     pyfunc_summarizer,
 )
@@ -22,6 +25,7 @@ from steep.config import SteepConfig
 from steep.data import Splits
 from steep.pipeline.training import TrainResult
 from steep.registry import CHAMPION, GateDecision, Registry, promotion_decision
+from steep.significance import DEFAULT_CONFIDENCE
 
 
 def candidates(cfg: SteepConfig, result: TrainResult, registry: Registry) -> list[Candidate]:
@@ -63,7 +67,8 @@ def evaluate_run(
     registry: Registry,
     log: Callable[[str], None] = print,
 ) -> list[Evaluation]:
-    """Lead-1 and every candidate on the test split (at most `evaluation.max_examples` rows)."""
+    """Lead-1 and every candidate on the test split (at most `evaluation.max_examples` rows), the challenger
+    with its bootstrap intervals against each of them (whole groups of `data.group_column` resampled)."""
     test = splits.test
     if cfg.evaluation.max_examples:
         test = test.head(cfg.evaluation.max_examples)
@@ -73,7 +78,7 @@ def evaluate_run(
         "max_source_tokens": cfg.model.max_source_tokens,
         "rows": len(test),
     }
-    return evaluate_candidates(
+    evaluations = evaluate_candidates(
         candidates(cfg, result, registry),
         test,
         splits.digests["test"],
@@ -83,31 +88,72 @@ def evaluate_run(
         settings=settings,
         log=log,
     )
+    return with_intervals(cfg, test, evaluations)
+
+
+def interval_level(cfg: SteepConfig) -> float:
+    """The confidence the intervals are computed at: the gate's, or 95% when the point rule decides."""
+    return cfg.evaluation.confidence or DEFAULT_CONFIDENCE
+
+
+def with_intervals(
+    cfg: SteepConfig, test: pd.DataFrame, evaluations: Sequence[Evaluation]
+) -> list[Evaluation]:
+    """The challenger's intervals against every other model on `test` (the rows the evaluations scored):
+    seeded by project.seed, so a rerun on the same scores gives the same intervals."""
+    groups = list(test["group"]) if "group" in test else None  # no group_column: one row, one group
+    return compare(
+        evaluations,
+        groups,
+        confidence=interval_level(cfg),
+        resamples=cfg.evaluation.bootstrap_resamples,
+        seed=cfg.project.seed,
+    )
 
 
 def log_evaluation(cfg: SteepConfig, run_id: str, splits: Splits, evaluations: Sequence[Evaluation]) -> None:
-    """Scores (`eval_<model>_<metric>`), the per-example predictions table and the comparison plot, on the
-    training run. MLflow must already point at the project's store."""
+    """Scores (`eval_<model>_<metric>`), the challenger's differences with their intervals
+    (`delta_<model>_<metric>` and `_low`/`_high`), the per-example predictions table, the comparison plot and
+    the intervals plot, on the training run. MLflow must already point at the project's store."""
     client = mlflow.MlflowClient()
     for ev in evaluations:
         prefix = "eval_" + ev.key.replace("-", "")
         for key, value in ev.scores.as_dict().items():
             client.log_metric(run_id, f"{prefix}_{key}", float(value))
+        for other, intervals in ev.versus.items():
+            for metric, iv in intervals.items():
+                name = f"delta_{other.replace('-', '')}_{metric}"
+                client.log_metric(run_id, name, iv.delta)
+                if iv.defined:  # no interval from a single group: nothing to log rather than NaN
+                    client.log_metric(run_id, f"{name}_low", iv.low)
+                    client.log_metric(run_id, f"{name}_high", iv.high)
+    intervals = next((ev.versus for ev in evaluations if ev.versus), None)
+    if intervals:
+        some = next(iter(next(iter(intervals.values())).values()))
+        client.log_metric(run_id, "delta_confidence", some.confidence)
+        client.log_metric(run_id, "delta_resampled_units", some.units)
     test = splits.test.head(len(evaluations[0].predictions))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_table(predictions_table(test, evaluations), "eval/predictions.json")
         plot = comparison_plot(evaluations, cfg.home / "plots" / f"{run_id}-eval.png")
         mlflow.log_artifact(str(plot), "eval")
+        shown = intervals_plot(evaluations, cfg.home / "plots" / f"{run_id}-intervals.png")
+        if shown is not None:
+            mlflow.log_artifact(str(shown), "eval")
 
 
 def decide(cfg: SteepConfig, evaluations: Sequence[Evaluation]) -> GateDecision:
-    """The gate over the evaluations: the challenger against the champion, or the base model without one."""
+    """The gate over the evaluations: the challenger against the champion, or the base model without one,
+    and against `evaluation.must_beat`; with `evaluation.confidence`, on the challenger's intervals."""
     by_role = {e.role: e for e in evaluations}
     champion = by_role.get(Role.CHAMPION)
+    challenger = by_role[Role.CHALLENGER]
     return promotion_decision(
         cfg.evaluation,
-        by_role[Role.CHALLENGER].scores.as_dict(),
+        challenger.scores.as_dict(),
         champion.scores.as_dict() if champion else None,
         by_role[Role.BASE].scores.as_dict(),
         champion_label=champion.name if champion else "champion",
+        baselines={e.key: e.scores.as_dict() for e in evaluations if e.role is Role.BASELINE},
+        intervals=challenger.versus,
     )

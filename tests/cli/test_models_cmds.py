@@ -95,6 +95,36 @@ def test_list_shows_versions_aliases_scores_and_local_dates(project):
     assert not re.search(r"\d{13}", result.output)  # no epoch milliseconds
 
 
+def test_list_shows_each_versions_lead_with_its_interval(project):
+    """Read from the run's metrics: against the champion it was gated against, or the base model (marked)
+    when there was none, and against Lead-1; a version from before intervals shows nothing there."""
+    registry = registry_with_versions(project, 3)
+    client = mlflow.MlflowClient()
+    runs = {str(v.version): v.run_id for v in registry.versions()}
+    logged = {
+        "2": {"delta_base_rougeL": 0.038, "delta_base_rougeL_low": 0.012, "delta_base_rougeL_high": 0.05,
+              "delta_lead1_rougeL": -0.022, "delta_lead1_rougeL_low": -0.041,
+              "delta_lead1_rougeL_high": -0.003},
+        "3": {"delta_champion_rougeL": 0.004, "delta_champion_rougeL_low": -0.011,
+              "delta_champion_rougeL_high": 0.019, "delta_base_rougeL": 0.05, "delta_lead1_rougeL": 0.021,
+              "delta_lead1_rougeL_low": 0.002, "delta_lead1_rougeL_high": 0.04},
+    }  # fmt: skip
+    for version, metrics in logged.items():
+        for key, value in metrics.items():
+            client.log_metric(runs[version], key, value)
+    result = steep(project, "list")
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 2}
+    assert (
+        "Δ vs champion" in result.output
+        and "Δ vs lead-1" in result.output
+        and "Δ: ROUGE-L minus" in (result.output)
+    )
+    assert "+3.8 [+1.2, +5.0] (base)" in rows["2"] and "-2.2 [-4.1, -0.3]" in rows["2"]
+    assert "+0.4 [-1.1, +1.9]" in rows["3"] and "(base)" not in rows["3"] and "+2.1 [+0.2, +4.0]" in rows["3"]
+    assert "[" not in rows["1"]  # evaluated before intervals: nothing to show
+
+
 def test_promote_makes_a_version_champion(project):
     registry = registry_with_versions(project, 2)
     result = steep(project, "promote", "2", "--reason", "better on the new clauses")

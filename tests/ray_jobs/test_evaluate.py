@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 
@@ -6,11 +8,14 @@ from ray_jobs.evaluate import (
     Evaluation,
     Role,
     Scores,
+    compare,
     comparison_plot,
     evaluate,
     evaluate_candidates,
+    intervals_plot,
     lead1,
     predictions_table,
+    row_scores,
     score,
 )
 
@@ -94,3 +99,75 @@ def test_the_key_in_mlflow_names_is_the_role_or_which_baseline():
     assert Evaluation("challenger", Role.CHALLENGER, s, []).key == "challenger"
     assert Evaluation("base", Role.BASE, s, []).key == "base"
     assert Evaluation("lead-1", Role.BASELINE, s, []).key == "lead-1"
+
+
+# ---------------------------------------------------------------------------------------- per row, intervals
+def test_row_scores_average_to_the_scores():
+    preds, refs = ["the cat sat", "dog", "a b c d"], ["the cat sat", "the cat sat", "a b"]
+    rows = row_scores(preds, refs)
+    assert rows["rouge1"] == pytest.approx([1.0, 0.0, 2 / 3]) and rows["length_ratio"] == [1.0, 1 / 3, 2.0]
+    s = score(preds, refs)
+    assert s.rougeL == pytest.approx(sum(rows["rougeL"]) / 3) and s.n == 3
+
+
+def test_evaluations_keep_per_row_scores_and_an_old_cache_still_serves(tmp_path):
+    """The cache holds predictions; the rows (and the means) are scored from them again on loading, so a
+    cache written before per-row scores (or with stale scores) gives the same evaluation as generating."""
+    fresh = evaluate("m", lambda texts: [t.split(".")[0] for t in texts], TEST, role=Role.BASE)
+    assert fresh.rows["rougeL"] == pytest.approx(
+        row_scores(fresh.predictions, list(TEST["summary"]))["rougeL"]
+    )
+    (tmp_path / "old.json").write_text(
+        json.dumps({"scores": {**fresh.scores.as_dict(), "rougeL": 0.99}, "predictions": fresh.predictions})
+    )
+    cached = evaluate("m", pytest.fail, TEST, role=Role.BASE, cache_dir=tmp_path, key="old")
+    assert cached.cached and cached.rows == fresh.rows and cached.scores == fresh.scores
+    (tmp_path / "short.json").write_text(
+        json.dumps({"predictions": ["only one"]})
+    )  # not these rows: regenerate
+    again = evaluate(
+        "m", lambda texts: ["x"] * len(texts), TEST, role=Role.BASE, cache_dir=tmp_path, key="short"
+    )
+    assert not again.cached and again.predictions == ["x", "x"]
+
+
+def scored(name: str, role: Role, rows: dict[str, list[float]]) -> Evaluation:
+    n = len(rows["rougeL"])
+    means = {m: sum(v) / n for m, v in rows.items()}
+    return Evaluation(name, role, Scores(**means, length_ratio=1.0, n=n), ["p"] * n, rows=rows)
+
+
+def test_compare_gives_the_challenger_an_interval_against_every_other_model(tmp_path):
+    good = {m: [0.3, 0.4, 0.5, 0.6, 0.3, 0.4] for m in ("rouge1", "rouge2", "rougeL")}
+    same = {m: list(v) for m, v in good.items()}
+    worse = {m: [x - 0.1 for x in v] for m, v in good.items()}
+    evaluations = [
+        scored("lead-1", Role.BASELINE, worse),
+        scored("challenger", Role.CHALLENGER, good),
+        scored("base", Role.BASE, same),
+        scored("champion v3", Role.CHAMPION, worse),
+    ]
+    groups = ["d1", "d1", "d2", "d2", "d3", "d3"]
+    out = compare(evaluations, groups, confidence=0.9, resamples=500, seed=1)
+    assert [e.name for e in out] == [e.name for e in evaluations]
+    versus = out[1].versus
+    assert set(versus) == {"lead-1", "base", "champion"} and set(versus["base"]) == {
+        "rouge1",
+        "rouge2",
+        "rougeL",
+    }
+    assert all(not e.versus for e in out if e.role is not Role.CHALLENGER)
+    tie = versus["base"]["rougeL"]
+    assert (tie.delta, tie.low, tie.high) == (0.0, 0.0, 0.0) and tie.units == 3 and tie.confidence == 0.9
+    ahead = versus["lead-1"]["rougeL"]
+    assert ahead.low == pytest.approx(0.1) and ahead.high == pytest.approx(0.1)
+    assert compare(evaluations, groups, confidence=0.9, resamples=500, seed=1) == out  # seeded
+    plot = intervals_plot(out, tmp_path / "intervals.png")
+    assert plot is not None and plot.stat().st_size > 5_000
+    assert intervals_plot(evaluations, tmp_path / "none.png") is None  # no intervals, no picture
+
+
+def test_compare_leaves_evaluations_without_rows_alone():
+    s = Scores(0.1, 0.1, 0.1, 1.0, 1)
+    plain = [Evaluation("challenger", Role.CHALLENGER, s, ["a"]), Evaluation("base", Role.BASE, s, ["b"])]
+    assert compare(plain, None, confidence=0.95, resamples=100, seed=0) == plain

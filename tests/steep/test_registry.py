@@ -1,8 +1,10 @@
+import math
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from steep.config import EvaluationConfig
+from steep.config import ConfigError, EvaluationConfig, load_config
 from steep.registry import (
     CHALLENGER,
     CHAMPION,
@@ -12,6 +14,7 @@ from steep.registry import (
     logged_model_id,
     promotion_decision,
 )
+from steep.significance import Interval
 from steep.stack import daemons
 
 
@@ -64,6 +67,125 @@ def test_gate_metric_is_configurable():
     rules = EvaluationConfig(metric="rouge2", max_regression=1.0)
     decision = promotion_decision(rules, scores(0.1, 0.2, 0.1), scores(0.3, 0.1, 0.3), scores(0, 0, 0))
     assert decision.promote and decision.metric == "rouge2"
+
+
+# ------------------------------------------------------------------------------------------------ gate, sure
+def iv(delta, low, high, confidence=0.95):
+    """An interval of challenger minus an opponent, in F1 (0..1)."""
+    return Interval(delta, low, high, confidence, 64, 19)
+
+
+def on_metric(interval, metric="rougeL"):
+    return {m: (interval if m == metric else iv(0.0, -0.01, 0.01, interval.confidence)) for m in METRICS}
+
+
+SURE = EvaluationConfig(confidence=0.95)
+
+
+def test_with_confidence_the_lower_end_must_clear_min_improvement():
+    sure = {"base": on_metric(iv(0.031, 0.012, 0.050))}
+    decision = promotion_decision(SURE, scores(0.3, 0.1, 0.231), None, scores(0.3, 0.1, 0.20), intervals=sure)
+    assert decision.promote and decision.confidence == 0.95
+    assert "+3.1 ROUGE-L [+1.2, +5.0] over the base model" in decision.summary()
+    assert decision.intervals == {"base model": sure["base"]["rougeL"]}
+    rules = EvaluationConfig(confidence=0.95, min_improvement=0.02)  # sure of +1.2, not of +2
+    assert not promotion_decision(
+        rules, scores(0.3, 0.1, 0.231), None, scores(0.3, 0.1, 0.20), intervals=sure
+    ).promote
+
+
+def test_a_gain_that_may_be_noise_passes_the_point_rule_only():
+    unsure = {"base": on_metric(iv(0.008, -0.010, 0.026))}
+    args = (scores(0.3, 0.1, 0.208), None, scores(0.3, 0.1, 0.20))
+    point = promotion_decision(EvaluationConfig(), *args, intervals=unsure)
+    assert point.promote and point.confidence is None
+    assert "rougeL gain +0.0080 over the base model, +0.8 ROUGE-L [-1.0, +2.6] at 95%" in point.summary()
+    sure = promotion_decision(SURE, *args, intervals=unsure)
+    assert not sure.promote
+    assert (
+        "+0.8 ROUGE-L [-1.0, +2.6] over the base model: at 95% the lower end does not clear" in sure.summary()
+    )
+
+
+def test_with_confidence_against_the_champion_a_tie_is_not_enough():
+    tie = {"champion": on_metric(iv(0.0, 0.0, 0.0))}
+    args = (scores(0.3, 0.1, 0.25), scores(0.3, 0.1, 0.25), scores(0, 0, 0), "champion v3")
+    assert promotion_decision(EvaluationConfig(), *args, intervals=tie).promote  # the point rule keeps ties
+    assert not promotion_decision(SURE, *args, intervals=tie).promote
+    # a negative min_improvement asks only to be sure it is not worse by more than that
+    close = {"champion": on_metric(iv(-0.002, -0.008, 0.004))}
+    lenient = EvaluationConfig(confidence=0.95, min_improvement=-0.01)
+    decision = promotion_decision(lenient, *args, intervals=close)
+    assert decision.promote and decision.reference_name == "champion v3"
+    assert "-0.2 ROUGE-L [-0.8, +0.4] over the champion v3" in decision.summary()
+    # ... over a champion only: the base model must still be beaten outright
+    base = {**close, "base": on_metric(iv(0.004, -0.002, 0.010))}
+    rules = EvaluationConfig(confidence=0.95, min_improvement=-0.01, must_beat=["base"])
+    decision = promotion_decision(rules, *args, intervals=base)
+    assert not decision.promote and "over the base model: at 95% the lower end does not clear zero" in (
+        decision.summary()
+    )
+
+
+def test_must_beat_lead1_fails_when_sure_it_loses():
+    intervals = {
+        "base": on_metric(iv(0.038, 0.012, 0.050)),
+        "lead-1": on_metric(iv(-0.022, -0.041, -0.003)),
+    }
+    args = (scores(0.25, 0.08, 0.213), None, scores(0.22, 0.06, 0.175))
+    lead1 = {"lead-1": scores(0.28, 0.11, 0.235)}
+    rules = EvaluationConfig(confidence=0.95, must_beat=["lead-1"])
+    decision = promotion_decision(rules, *args, baselines=lead1, intervals=intervals)
+    assert not decision.promote
+    summary = decision.summary()
+    assert "+3.8 ROUGE-L [+1.2, +5.0] over the base model" in summary
+    assert "-2.2 ROUGE-L [-4.1, -0.3] over lead-1: at 95% the lower end does not clear" in summary
+    assert set(decision.intervals) == {"base model", "lead-1"}
+    # without must_beat lead-1 is not asked; with it and the point rule, losing on the point fails too
+    assert promotion_decision(SURE, *args, baselines=lead1, intervals=intervals).promote
+    point = promotion_decision(
+        EvaluationConfig(must_beat=["lead-1"]), *args, baselines=lead1, intervals=intervals
+    )
+    assert not point.promote and "rougeL gain -0.0220 over lead-1" in point.summary()
+
+
+def test_must_beat_a_champion_that_does_not_exist_yet_asks_nothing():
+    rules = EvaluationConfig(confidence=0.95, must_beat=["champion", "base"])
+    sure = {"base": on_metric(iv(0.031, 0.012, 0.050))}
+    decision = promotion_decision(rules, scores(0.3, 0.1, 0.23), None, scores(0.3, 0.1, 0.2), intervals=sure)
+    assert decision.promote and decision.reasons == ["+3.1 ROUGE-L [+1.2, +5.0] over the base model"]
+
+
+def test_with_confidence_and_no_interval_the_gate_refuses():
+    args = (scores(0.3, 0.1, 0.30), None, scores(0.3, 0.1, 0.20))
+    missing = promotion_decision(SURE, *args)
+    assert not missing.promote and "no 95% interval (no per-row scores)" in missing.summary()
+    one_document = {"base": on_metric(iv(0.1, math.nan, math.nan))}
+    undefined = promotion_decision(SURE, *args, intervals=one_document)
+    assert not undefined.promote and "too few test documents" in undefined.summary()
+    lead1_missing = promotion_decision(EvaluationConfig(must_beat=["lead-1"]), *args, intervals={})
+    assert (
+        not lead1_missing.promote
+        and "must_beat names lead-1, but it was not evaluated" in lead1_missing.summary()
+    )
+
+
+@pytest.mark.parametrize("value", [None, False, "off"])
+def test_confidence_off_is_the_point_rule(value):
+    assert EvaluationConfig(confidence=value).confidence is None
+
+
+def test_gate_settings_are_checked_with_a_clear_error(tmp_path):
+    config = tmp_path / "steep.yaml"
+    config.write_text("evaluation:\n  confidence: 95\n  must_beat: [lead1, base]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(config, environ={})
+    msg = str(err.value)
+    assert "evaluation.confidence: must be < 1, got 95" in msg
+    assert "evaluation.must_beat: unknown name 'lead1' (did you mean 'lead-1'?)" in msg
+    assert "choose from lead-1, base, champion" in msg
+    cfg = load_config(config, sets=["evaluation.confidence=off", "evaluation.must_beat=lead-1"], environ={})
+    assert cfg.evaluation.confidence is None and cfg.evaluation.must_beat == ["lead-1"]
 
 
 # ------------------------------------------------------------------------------------------------ registry
