@@ -31,6 +31,8 @@ ENV: dict[str, str] = {
     "TOKENIZERS_PARALLELISM": "false",
     # MLflow: no "Downloading artifacts" bar for each artifact copied while logging and loading a model
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow: no "View run ... at: <url>" lines when a run ends on a tracking server (steep prints its own)
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     # huggingface_hub and transformers: no "Loading weights" / "Writing model shards" bars for a local
     # folder that loads in a second (a slow step prints one steep line instead: steep.models)
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",

@@ -480,13 +480,10 @@ def _place_workers(
             placement["resume_from"] = _latest_local_checkpoint(local_root)
         return events, placement
     strategy, threads = placement_plan(cfg.training.placement, workers, ray_session.connect())
-    import ray
     from ray.util.queue import Queue
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # the queue lives on the driver's node: losing a worker node must not lose the run's progress
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    # the queue lives on the head: losing a worker node must not lose the run's progress
+    events = Queue(actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
     placement = {"sink": _RayQueueSink(events), "threads": threads, "strategy": strategy}
     if resume and isinstance(storage, Path):  # Ray's storage is under project.home (no checkpoint_storage)
         # Ray restores what its controller had registered; a driver killed right after a worker
