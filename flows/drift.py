@@ -32,7 +32,7 @@ from steep.runtime import Runtime
 def window_task(cfg: SteepConfig) -> pd.DataFrame:
     log = InferenceLog.for_config(cfg)
     frame = log.window(timedelta(seconds=parse_duration(cfg.drift.window)))
-    get_run_logger().info("%d inference rows in the last %s (%s)", len(frame), cfg.drift.window, log.root)
+    get_run_logger().info("%d inference rows in the last %s (%s)", len(frame), cfg.drift.window, log.location)
     return frame
 
 

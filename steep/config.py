@@ -127,6 +127,11 @@ class StackConfig(Section):
         "pulls from); none: <project>-flows:latest",
     )
     idle_check_interval: Duration = Field("1m", description="how often the idle/TTL watchdog looks")
+    kube_context: str | None = Field(
+        None,
+        description="kubeconfig context steep port-forwards to a cloud stack's services through; none: "
+        "the context of the stack's cluster (found in your kubeconfig)",
+    )
     backend_config: dict[str, str] = Field(
         default_factory=dict,
         description="remote Terraform state (with locking): bucket, key, region, dynamodb_table / "

@@ -32,7 +32,7 @@ import numpy as np
 from steep.config import DriftConfig, SteepConfig
 from steep.errors import SteepError
 from steep.inference_log import hash_word, words
-from steep.stack import current
+from steep.stack import current, reachable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -376,8 +376,8 @@ def _garble(token: str, rng: random.Random) -> str:
 
 
 def serving_url(cfg: SteepConfig) -> str:
-    """Where the summarizer listens: the stack's serving_url, else serving.host:serving.port."""
-    stack = current(cfg)
+    """Where the summarizer listens: the stack's serving_url (forwarded on a cloud), else serving.port."""
+    stack = reachable(current(cfg), kube_context=cfg.stack.kube_context, region=cfg.stack.region)
     if stack is not None and stack.serving_url.startswith(("http://", "https://")):
         return stack.serving_url.rstrip("/")
     host = "127.0.0.1" if cfg.serving.host in ("0.0.0.0", "::") else cfg.serving.host

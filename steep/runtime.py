@@ -2,19 +2,22 @@
 
 `Runtime.of(cfg)` reads the stack record (`.steep/stack.json`, or none: the embedded default) and answers
 every "where is ..." question the same way for the CLI, the flows and the server, so no caller repeats
-`stack.mlflow_tracking_uri if stack else None`.
+`stack.mlflow_tracking_uri if stack else None`. `stack` is the stack as this machine reaches it (through
+port-forwards on a cloud, opened on first use: `steep.stack.reach`); `record` is it as recorded, with the
+in-cluster addresses that pods are given.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 from steep import tracking
 from steep.config import SteepConfig
 from steep.quiet import quiet_third_parties
 from steep.registry import Registry, model_name
-from steep.stack import Stack, current
+from steep.stack import Stack, current, reach
 
 # the embedded default starts a temporary Prefect API in-process: a busy 2-core machine needs the time
 EPHEMERAL_STARTUP_TIMEOUT_S = "180"
@@ -23,11 +26,18 @@ EPHEMERAL_STARTUP_TIMEOUT_S = "180"
 @dataclass(frozen=True)
 class Runtime:
     cfg: SteepConfig
-    stack: Stack | None
+    record: Stack | None  # as recorded: on a cloud, in-cluster addresses (what pods are given)
 
     @classmethod
     def of(cls, cfg: SteepConfig) -> Runtime:
         return cls(cfg, current(cfg))
+
+    @cached_property
+    def stack(self) -> Stack | None:
+        """The stack as this machine reaches it: the one door (`steep.stack.reach.reachable`) every client
+        here goes through; on a cloud its URLs are port-forwards, opened on first use."""
+        return reach.reachable(self.record, kube_context=self.cfg.stack.kube_context,
+                               region=self.cfg.stack.region)  # fmt: skip
 
     @property
     def tracking_uri(self) -> str | None:
@@ -68,9 +78,15 @@ class Runtime:
         home.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("PREFECT_HOME", str(home))
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
-        if self.stack is None:
+        if self.record is None:
             return
         if stack_api:
-            os.environ.setdefault("PREFECT_API_URL", self.stack.prefect_api_url)
-        elif os.environ.get("PREFECT_API_URL") == self.stack.prefect_api_url:
+            os.environ.setdefault("PREFECT_API_URL", self.stack.prefect_api_url)  # type: ignore[union-attr]
+        elif os.environ.get("PREFECT_API_URL") in self._stack_api_urls():
             os.environ.pop("PREFECT_API_URL")
+
+    def _stack_api_urls(self) -> set[str]:
+        """The stack's Prefect API as recorded and as forwarded (if it is): without opening forwards."""
+        urls = {self.record.prefect_api_url} if self.record else set()
+        reached = self.__dict__.get("stack") or reach.opened(self.record)
+        return urls | ({reached.prefect_api_url} if reached else set())

@@ -36,7 +36,9 @@ def deploy_cmd(
     runtime = Runtime.of(cfg)
     if not dry_run:
         runtime.use_prefect()  # before Prefect is imported: its settings are read once
-    plan = deploy.plan(cfg, runtime.stack, file, project_dir=cfg.root)
+    # the record: flow runs on a cloud's pool get its in-cluster addresses; this machine reaches the API
+    # through PREFECT_API_URL, which use_prefect() pointed at the forwarded one
+    plan = deploy.plan(cfg, runtime.record, file, project_dir=cfg.root)
     if dry_run:
         typer.echo(plan.describe())
         return

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.inference_log import inference_store
 from steep.runtime import Runtime
 from steep.serving import ServingError, process
 from steep.serving import package as pkg
@@ -119,7 +120,7 @@ def package(
     runtime = Runtime.of(cfg)
     ref = _model(runtime, version)
     out = out or cfg.home / "package" / pkg.bento_version(ref.version)
-    stack = runtime.stack
+    stack = runtime.record  # what pods are given: the in-cluster addresses
     target = stack.target if stack else cfg.stack.target
     want_k8s = k8s if k8s is not None else (target in CLOUD_TARGETS or manifests_only)
     console.print(f"packaging {ref.name} v{ref.version} (run {ref.run_id[:12]})")
@@ -133,7 +134,10 @@ def package(
         image = f"{pkg.bento_name(cfg)}:{pkg.bento_version(ref.version)}"
         image = f"{image_repo.rstrip('/')}/{image}" if image_repo else image  # the roots create no registry
         ns = namespace or (stack.output("namespace") if stack else None) or f"{cfg.project.name}-serving"
-        docs = pkg.render_manifests(cfg, ref, image, ns, runtime.tracking_uri, cpu=cpu, memory=memory)
+        tracking_uri = stack.mlflow_tracking_uri if stack else runtime.tracking_uri
+        store = inference_store(cfg, stack)
+        docs = pkg.render_manifests(cfg, ref, image, ns, tracking_uri, cpu=cpu, memory=memory,
+                                    inference_store=store)  # fmt: skip
         path = pkg.write_manifests(docs, out / "k8s" / "summarizer.yaml")
         console.print(
             f"[green]manifests[/] {path}: Deployment, Service, HorizontalPodAutoscaler ({ns}, {image})"

@@ -12,6 +12,7 @@ from steep.runtime import Runtime
 from steep.stack import health, lifecycle, teardown
 from steep.stack.contract import Stack, StackError
 from steep.stack.provision import provision as provision_stack
+from steep.stack.reach import reachable
 from steep.stack.record import current, home_of, provisioned_targets, stack_file
 from steep.stack.terraform import TARGETS
 
@@ -107,7 +108,7 @@ def status(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     pid = lifecycle.watchdog_pid(home_of(cfg))
     if left is not None or stack.idle_timeout_s:
         console.print(f"watchdog: {'running (pid ' + str(pid) + ')' if pid else '[red]not running[/]'}")
-    for h in health.check(stack):
+    for h in health.check(reachable(stack, kube_context=cfg.stack.kube_context, region=cfg.stack.region)):
         mark = "[green]healthy[/]" if h.ok else "[red]down[/]"
         console.print(f"  {h.service:<14} {mark:<22} {h.url}  ({h.detail})")
 

@@ -21,6 +21,7 @@ from steep import quiet
 from steep.config import SteepConfig, parse_duration
 from steep.deploy.drift_trigger import DRIFT_EVENT, model_resource
 from steep.deploy.errors import DeployError
+from steep.inference_log import STORE_ENV, inference_store
 from steep.registry import model_name
 from steep.stack import Stack
 
@@ -107,6 +108,11 @@ def job_variables(cfg: SteepConfig, stack: Stack | None, pool_type: str, project
     if pool_type == "process":
         # the worker runs flows where steep.yaml lives, so relative paths (project.home, data) mean the same
         return {"working_dir": str(project_dir), "env": env}
+    if stack is not None:  # a flow run in a pod: the stack's in-cluster tracking server and log store
+        env["MLFLOW_TRACKING_URI"] = stack.mlflow_tracking_uri
+        store = inference_store(cfg, stack)
+        if store:
+            env[STORE_ENV] = store
     return {"image": cfg.stack.flow_image or f"{cfg.project.name}-flows:latest", "env": env}
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from steep import quiet
 from steep.config import SteepConfig
-from steep.inference_log import SALT_ENV, inference_salt, salt_file
+from steep.inference_log import SALT_ENV, STORE_ENV, inference_salt, salt_file
 from steep.serving import ServingError
 from steep.serving.handoff import CONFIG_ARG, CONFIG_ENV, config_env
 from steep.serving.process import SERVICE, bentoml_argv, environment
@@ -31,6 +31,7 @@ RUNTIME_PACKAGES = (
     "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "mlflow", "bentoml",
     "fastapi", "pydantic", "pyyaml", "pandas", "httpx", "psutil", "great-expectations",
 )  # fmt: skip
+STORE_PACKAGES = {"aws": "s3fs", "gcp": "gcsfs", "azure": "adlfs"}  # fsspec filesystem of each cloud's bucket
 SOURCE_PACKAGES = ("steep", "expectations", "bentos")  # what the service imports, copied into the bento
 INCLUDE = [
     "steep/**/*.py",
@@ -85,7 +86,9 @@ def requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
 
 def bentofile(cfg: SteepConfig, model: ModelRef, extra_index_urls: list[str] | None = None) -> dict[str, Any]:
     """bentofile.yaml for the model version: service, sources, pinned requirements, the baked config."""
-    python: dict[str, Any] = {"packages": requirements(), "lock_packages": False}
+    store = STORE_PACKAGES.get(cfg.stack.target)  # a cloud's pods ship the inference log to its bucket
+    packages = RUNTIME_PACKAGES + (("fsspec", store) if store else ())
+    python: dict[str, Any] = {"packages": requirements(packages), "lock_packages": False}
     if extra_index_urls:
         python["extra_index_url"] = list(extra_index_urls)
     return {
@@ -228,12 +231,14 @@ def render_manifests(
     tracking_uri: str | None = None,
     cpu: str = "1",
     memory: str = "2Gi",
+    inference_store: str | None = None,
 ) -> list[dict[str, Any]]:
     """Deployment + Service + HorizontalPodAutoscaler for the bento image, sized from `serving`.
 
     Rolling updates never take a ready pod away before its replacement is ready (maxUnavailable 0), and
     the readiness probe is /readyz, which answers only once the model is loaded: no request meets a cold pod.
     The API key and the inference-log salt come from Secrets (`secret_commands` says how to create them).
+    With `inference_store` (the stack's object storage) the pods ship their inference log there in batches.
     """
     serving = cfg.serving
     app = bento_name(cfg)
@@ -247,6 +252,8 @@ def render_manifests(
     env: list[dict[str, Any]] = [{"name": "STEEP__PROJECT__HOME", "value": STATE_DIR}]
     if tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
+    if inference_store:
+        env.append({"name": STORE_ENV, "value": inference_store})
     if serving.api_key_env:
         env.append(_from_secret(serving.api_key_env, api_key_secret(cfg), "api-key"))
     # one salt for every pod and the drift check, so their word hashes agree (steep.inference_log)
@@ -290,7 +297,7 @@ def render_manifests(
                     "terminationGracePeriodSeconds": 60,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
-                    # the inference log is written here; shipping it to the artifact store is the stack's job
+                    # the inference log is written here first, then shipped to inference_store in batches
                     "volumes": [{"name": "state", "emptyDir": {}}],
                 },
             },

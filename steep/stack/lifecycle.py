@@ -23,6 +23,7 @@ import httpx
 from steep import heartbeat, quiet
 from steep.stack import daemons, teardown
 from steep.stack.contract import Stack
+from steep.stack.reach import reachable
 from steep.stack.record import current, read_record
 
 _REQUESTS = re.compile(r"^bentoml_service_request_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
@@ -126,7 +127,7 @@ def watch(home: Path, interval: float) -> str | None:
     stack = current(home)
     if stack is None:
         return None
-    tracker = IdleTracker(home, stack)
+    tracker = IdleTracker(home, reachable(stack))  # port-forwards on a cloud, with the recorded context
     while True:
         if current(home) is None:
             return None
