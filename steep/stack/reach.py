@@ -244,6 +244,9 @@ class Forward:
             log.error("%s", reason)
             conn.close()
             return
+        for sock in (conn, remote):  # no Nagle delay on small writes (an HTTP request's head, then body)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             if self._closed:
                 conn.close()

@@ -13,7 +13,9 @@ import json
 import os
 import re
 import socket
+import statistics
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -292,6 +294,41 @@ def test_a_forward_tunnels_http_and_survives_a_failed_connect(http_server: Threa
         socket.create_connection(("127.0.0.1", forward.port), timeout=2).recv(1)
 
 
+def test_small_writes_are_not_held_back_by_nagle() -> None:
+    """A server answering in two small writes (head, then body), as HTTP servers do: without TCP_NODELAY
+    on the forward's sockets each round trip waits for a delayed ACK (~40 ms; MLflow calls measured 110 ms
+    through the forward against 25 ms direct)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while conn.recv(100):
+            conn.sendall(b"head")
+            time.sleep(0.002)
+            conn.sendall(b"body")
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    forward = reach.Forward("x", lambda: socket.create_connection(listener.getsockname()))
+    client = socket.create_connection(("127.0.0.1", forward.port))
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rounds = []
+    try:
+        for _ in range(15):
+            started = time.perf_counter()
+            client.sendall(b"ask")
+            got = b""
+            while len(got) < 8:
+                got += client.recv(100)
+            rounds.append(time.perf_counter() - started)
+    finally:
+        client.close()
+        forward.close()
+        listener.close()
+    assert statistics.median(rounds) < 0.02, f"median round trip {statistics.median(rounds) * 1000:.0f} ms"
+
+
 def test_reachable_rewrites_every_address_to_a_local_forward(http_server: ThreadingHTTPServer) -> None:
     port = http_server.server_address[1]
     seen: list[reach.Endpoint] = []
@@ -406,3 +443,38 @@ def test_what_reach_forwards_is_part_of_the_stack_contract() -> None:
     from steep.stack.contract import OUTPUTS
 
     assert {*reach.FORWARDED, reach.SERVING} <= set(OUTPUTS)
+
+
+@pytest.mark.integration
+def test_a_real_mlflow_server_through_the_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client (runs, metrics, artifacts proxied by the server) through a port-forward, as
+    `steep run` and `steep models` use it against a cloud stack."""
+    from mlflow import MlflowClient
+
+    from steep.stack import daemons
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    svc = daemons.Service("mlflow", tmp_path / "mlflow", "127.0.0.1", daemons.free_port())
+    daemons.start(svc)
+    try:
+        seen: list[str] = []
+
+        def connect(endpoint: reach.Endpoint) -> socket.socket:
+            seen.append(endpoint.service or "")
+            return socket.create_connection((svc.host, svc.port))
+
+        stack = reach.reachable(_stack(CLOUD_OUTPUTS), connector=connect)
+        assert stack is not None
+        client = MlflowClient(stack.mlflow_tracking_uri)
+        run = client.create_run(client.create_experiment("through-a-forward"))
+        client.log_metric(run.info.run_id, "rouge_l", 23.5)
+        artifact = tmp_path / "eval.json"
+        artifact.write_text('{"rouge_l": 23.5}')
+        client.log_artifact(run.info.run_id, str(artifact), "eval")
+        client.set_terminated(run.info.run_id)
+        again = client.get_run(run.info.run_id)
+        assert again.data.metrics == {"rouge_l": 23.5} and again.info.status == "FINISHED"
+        assert [f.path for f in client.list_artifacts(run.info.run_id, "eval")] == ["eval/eval.json"]
+        assert seen and set(seen) == {"mlflow"}
+    finally:
+        daemons.stop(svc)
