@@ -4,7 +4,8 @@ Orchestration only: each task calls plain functions of steep.drift, expectations
 steep.pipeline.drift_check, and logs what they found. Every check is logged to MLflow (experiment
 `<project>-drift`: values, thresholds, a plot, the report as JSON); over threshold and outside the cool-down
 it emits `steep.drift.detected`, whose payload names that MLflow run, so the retrain it triggers links back
-to the report that caused it.
+to the report that caused it. On a stack with object storage the window is read from the stack's bucket, where
+the serving pods ship their inference log (steep.inference_log); on the local target, from project.home.
 """
 
 from __future__ import annotations

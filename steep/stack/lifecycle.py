@@ -22,7 +22,7 @@ import httpx
 
 from steep import heartbeat, quiet
 from steep.stack import daemons, teardown
-from steep.stack.contract import Stack
+from steep.stack.contract import Stack, StackError
 from steep.stack.reach import reachable
 from steep.stack.record import current, read_record
 
@@ -127,7 +127,12 @@ def watch(home: Path, interval: float) -> str | None:
     stack = current(home)
     if stack is None:
         return None
-    tracker = IdleTracker(home, reachable(stack))  # port-forwards on a cloud, with the recorded context
+    try:
+        reached = reachable(stack)  # port-forwards on a cloud, with the recorded context
+    except StackError as exc:  # the TTL needs no service: keep watching it
+        print(f"cannot reach the stack's services ({exc}); the TTL still applies", flush=True)
+        reached = stack
+    tracker = IdleTracker(home, reached)
     while True:
         if current(home) is None:
             return None
