@@ -245,6 +245,7 @@ def render_manifests(
     labels = {
         APP_LABEL: app,
         "app.kubernetes.io/part-of": "steep",
+        "steep.dev/stack": cfg.project.name,  # the stack's name (stack_name), as on the platform's objects
         "app.kubernetes.io/version": bento_version(model.version),
         "steep/model-version": str(model.version),
     }

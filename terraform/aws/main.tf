@@ -220,9 +220,11 @@ resource "aws_eks_node_group" "gpu" {
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = aws_subnet.private[*].id
   instance_types  = [var.gpu_instance_type]
-  ami_type        = "AL2_x86_64_GPU"
-  capacity_type   = var.gpu_spot ? "SPOT" : "ON_DEMAND"
-  labels          = { "steep-pool" = "gpu" }
+  # NVIDIA driver and container toolkit, not the device plugin (modules/platform installs it). EKS publishes
+  # no Amazon Linux 2 AMIs for Kubernetes 1.33 and later: AL2_x86_64_GPU would not create.
+  ami_type      = "AL2023_x86_64_NVIDIA"
+  capacity_type = var.gpu_spot ? "SPOT" : "ON_DEMAND"
+  labels        = { "steep-pool" = "gpu" }
 
   taint {
     key    = "nvidia.com/gpu"
@@ -349,6 +351,70 @@ resource "helm_release" "cluster_autoscaler" {
   })]
 
   depends_on = [aws_eks_node_group.system, aws_iam_role_policy.cluster_autoscaler]
+}
+
+# ------------------------------------------------------------------------------------------ volumes
+# Persistent volumes on EKS need the EBS CSI driver (Kubernetes' in-tree EBS provisioner is gone) and a
+# default StorageClass (EKS marks none as default from 1.30 on). prefect-server's bundled Postgres keeps its
+# data on a PersistentVolumeClaim without a class: without both, the claim never binds and Prefect never
+# starts (tests/terraform/test_helm.py checks every claim the releases render). The driver is the EKS add-on
+# with an IAM role for its controller's service account (IRSA); its controller runs on the system group.
+locals {
+  ebs_csi_sa = "ebs-csi-controller-sa" # the add-on's controller service account, in kube-system
+}
+
+resource "aws_iam_role" "ebs_csi" {
+  name = "${local.name}-ebs-csi"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Federated = aws_iam_openid_connect_provider.eks.arn }
+      Action    = "sts:AssumeRoleWithWebIdentity"
+      Condition = {
+        StringEquals = {
+          "${local.oidc_issuer}:sub" = "system:serviceaccount:kube-system:${local.ebs_csi_sa}"
+          "${local.oidc_issuer}:aud" = "sts.amazonaws.com"
+        }
+      }
+    }]
+  })
+}
+
+resource "aws_iam_role_policy_attachment" "ebs_csi" {
+  role       = aws_iam_role.ebs_csi.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+}
+
+resource "aws_eks_addon" "ebs_csi" {
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "aws-ebs-csi-driver"
+  service_account_role_arn    = aws_iam_role.ebs_csi.arn
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+  configuration_values = jsonencode({
+    controller = { nodeSelector = aws_eks_node_group.system.labels } # never keeps a worker node up
+  })
+
+  depends_on = [aws_eks_node_group.system, aws_iam_role_policy_attachment.ebs_csi]
+}
+
+resource "kubernetes_storage_class_v1" "gp3" {
+  metadata {
+    name        = "gp3"
+    annotations = { "storageclass.kubernetes.io/is-default-class" = "true" }
+    labels      = { "app.kubernetes.io/part-of" = "steep", "steep.dev/stack" = var.stack_name, "steep.dev/target" = "aws" }
+  }
+  storage_provisioner    = "ebs.csi.aws.com"
+  reclaim_policy         = "Delete" # the volume goes with its claim: nothing billable outlives the stack
+  volume_binding_mode    = "WaitForFirstConsumer"
+  allow_volume_expansion = true
+  parameters = {
+    type      = "gp3"
+    encrypted = "true"
+  }
+
+  depends_on = [aws_eks_addon.ebs_csi]
 }
 
 # ------------------------------------------------------------------------------------------ storage
@@ -508,11 +574,16 @@ module "platform" {
     password = random_password.db.result
   }
   service_account_annotations = { "eks.amazonaws.com/role-arn" = aws_iam_role.artifacts.arn }
-  gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
-  gpu_node_selector           = { "steep-pool" = "gpu" }
-  cpu_node_selector           = { "steep-pool" = "cpu" }
-  system_node_selector        = { "steep-pool" = "system" }
-  labels                      = { "steep.dev/target" = "aws" }
+  # Ray asks for at most as many workers as the node groups can hold: one per node (m6i.xlarge, g5.xlarge)
+  cpu_workers          = { min = 0, max = var.cpu_nodes, cpu = "2", memory = "8Gi" }
+  gpu_workers          = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
+  gpu_node_selector    = { "steep-pool" = "gpu" }
+  cpu_node_selector    = { "steep-pool" = "cpu" }
+  system_node_selector = { "steep-pool" = "system" }
+  nvidia_device_plugin = true # the AL2023 NVIDIA AMI has the driver, not the device plugin
+  labels               = { "steep.dev/target" = "aws" }
 
-  depends_on = [aws_eks_node_group.system]
+  # the volumes (prefect-server's Postgres claim) need the CSI driver and the default StorageClass; on
+  # destroy the releases and their claims go first, while the driver still runs to delete the volumes
+  depends_on = [aws_eks_node_group.system, kubernetes_storage_class_v1.gp3]
 }

@@ -26,8 +26,13 @@ variable "created_at" {
 
 variable "kubernetes_version" {
   type        = string
-  description = "EKS Kubernetes version."
-  default     = "1.30"
+  description = "Kubernetes minor version of the EKS cluster; the cluster-autoscaler chart (cluster_autoscaler_chart_version) must ship the same minor, and the Helm charts and serving manifests are validated against it (tests/terraform/test_helm.py)."
+  default     = "1.35"
+
+  validation {
+    condition     = can(regex("^1[.][0-9]+$", var.kubernetes_version))
+    error_message = "The kubernetes_version must be a minor version such as 1.35."
+  }
 }
 
 variable "vpc_cidr" {
@@ -122,6 +127,6 @@ variable "system_nodes" {
 
 variable "cluster_autoscaler_chart_version" {
   type        = string
-  description = "Version of the cluster-autoscaler Helm chart (kubernetes/autoscaler) that scales the worker node groups."
-  default     = "9.37.0"
+  description = "Version of the cluster-autoscaler Helm chart (kubernetes/autoscaler) that scales the worker node groups; its app version must have the cluster's minor (9.59.0 ships 1.35.0)."
+  default     = "9.59.0"
 }

@@ -4,7 +4,7 @@ terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = "~> 5.40"
+      version = "~> 5.80" # ami_type AL2023_x86_64_NVIDIA (November 2024)
     }
     helm = {
       source  = "hashicorp/helm"

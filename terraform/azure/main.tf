@@ -318,11 +318,15 @@ module "platform" {
     password = random_password.db.result
   }
   service_account_annotations = { "azure.workload.identity/client-id" = azurerm_user_assigned_identity.artifacts.client_id }
-  gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "24Gi" }
-  gpu_node_selector           = { "steep-pool" = "gpu" }
-  cpu_node_selector           = { "steep-pool" = "cpu" }
-  system_node_selector        = { "steep-pool" = "system" }
-  labels                      = { "steep.dev/target" = "azure" }
+  # Ray asks for at most as many workers as the node pools can hold: one per node
+  # (Standard_D4s_v5, Standard_NC4as_T4_v3)
+  cpu_workers          = { min = 0, max = var.cpu_nodes, cpu = "2", memory = "8Gi" }
+  gpu_workers          = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "24Gi" }
+  gpu_node_selector    = { "steep-pool" = "gpu" }
+  cpu_node_selector    = { "steep-pool" = "cpu" }
+  system_node_selector = { "steep-pool" = "system" }
+  nvidia_device_plugin = true # AKS installs the driver on GPU pools, not the device plugin
+  labels               = { "steep.dev/target" = "azure" }
 
   depends_on = [azurerm_kubernetes_cluster_node_pool.gpu]
 }

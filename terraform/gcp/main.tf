@@ -402,11 +402,15 @@ module "platform" {
     password = random_password.db.result
   }
   service_account_annotations = { "iam.gke.io/gcp-service-account" = google_service_account.artifacts.email }
-  gpu_workers                 = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
-  gpu_node_selector           = { "steep-pool" = "gpu" }
-  cpu_node_selector           = { "steep-pool" = "cpu" }
-  system_node_selector        = { "steep-pool" = "system" }
-  labels                      = { "steep.dev/target" = "gcp" }
+  # Ray asks for at most as many workers as the node pools can hold: one per node
+  # (e2-standard-4, g2-standard-4)
+  cpu_workers          = { min = 0, max = var.cpu_nodes, cpu = "2", memory = "8Gi" }
+  gpu_workers          = { min = 0, max = var.gpu_nodes, gpus = 1, cpu = "3", memory = "12Gi" }
+  gpu_node_selector    = { "steep-pool" = "gpu" }
+  cpu_node_selector    = { "steep-pool" = "cpu" }
+  system_node_selector = { "steep-pool" = "system" }
+  nvidia_device_plugin = false # GKE runs its own device plugin on GPU nodes; a second would fight it
+  labels               = { "steep.dev/target" = "gcp" }
 
   depends_on = [google_container_node_pool.system]
 }

@@ -268,7 +268,7 @@ def sample_variables(target: str = "aws", **overrides: Any) -> dict[str, Any]:
 def render_platform(
     kube_version: str, stack_name: str = "demo", charts: tuple[str, ...] = (), **variables: Any
 ) -> dict[str, tuple[Release, dict[str, Any], list[dict[str, Any]]]]:
-    """chart -> (release, its values as parsed YAML, the objects helm renders); all six unless `charts`."""
+    """chart -> (release, its values as parsed YAML, the objects helm renders); all seven unless `charts`."""
     rels = [r for r in releases(stack_name) if not charts or r.chart in charts]
     given = sample_variables(stack_name=stack_name, **variables)
     values = render_values([r.values_file for r in rels], given)

@@ -1,4 +1,4 @@
-"""The cloud platform, rendered and checked offline: modules/platform's six Helm releases, and the manifests
+"""The cloud platform, rendered and checked offline: modules/platform's seven Helm releases, and the manifests
 `steep package` writes, as the cluster would receive them.
 
 Each release's values file goes through Terraform's templatefile() (tests/terraform/helm.py), then
@@ -44,6 +44,8 @@ EXPECTED_KINDS = {
     "prefect-worker": {"Deployment": 1, "Role": 1, "RoleBinding": 1, "ServiceAccount": 1},
     "metrics-server": {"APIService": 1, "ClusterRole": 2, "ClusterRoleBinding": 2, "Deployment": 1,
                        "RoleBinding": 1, "Service": 1, "ServiceAccount": 1},
+    # the plugin, and its MPS daemon (which only runs where a node is labelled nvidia.com/mps.capable)
+    "nvidia-device-plugin": {"ClusterRole": 1, "ClusterRoleBinding": 1, "DaemonSet": 2, "ServiceAccount": 1},
 }  # fmt: skip
 
 # Objects whose chart gives no value that labels them: (chart, kind), "pod" for a workload's pod template.
@@ -58,6 +60,9 @@ UNLABELABLE = {
 # Pod templates the chart cannot place on a node pool: the migration Job runs once per upgrade and ends
 # (a finished pod keeps no node up).
 UNPLACEABLE = {("prefect-server", "Job")}
+# Pod templates that belong on the GPU pool (a DaemonSet there serves the GPU nodes), not the system pool.
+ON_GPU_POOL = {("nvidia-device-plugin", "DaemonSet")}
+GPU_POOL_SELECTOR = {"steep-pool": "gpu"}  # what helm.sample_variables passes as gpu_node_selector
 
 # Values whose content the chart passes through untouched (user-chosen keys, or a Kubernetes object that the
 # schema validation below checks field by field); below these paths any key is allowed.
@@ -74,6 +79,7 @@ FREE_FORM = {
                        "postgresql.commonLabels", "postgresql.primary.nodeSelector"},
     "prefect-worker": {"commonLabels", "worker.nodeSelector", "worker.podLabels"},
     "metrics-server": {"commonLabels", "podLabels", "nodeSelector"},
+    "nvidia-device-plugin": {"nodeSelector", "selectorLabelsOverride"},
 }  # fmt: skip
 # Maps whose keys are names the user picks (ray-cluster: additionalWorkerGroups.<group name>.<field>), and the
 # template variable that stands for one entry.
@@ -377,6 +383,50 @@ def tolerates(tolerations: list[dict[str, str]], taint: dict[str, str]) -> bool:
     return False
 
 
+POOLS = {
+    "aws": {p: f"aws_eks_node_group.{p}" for p in ("system", "cpu", "gpu")},
+    "gcp": {p: f"google_container_node_pool.{p}" for p in ("system", "cpu", "gpu")},
+    "azure": {"system": "azurerm_kubernetes_cluster.this", "cpu": "azurerm_kubernetes_cluster_node_pool.cpu",
+              "gpu": "azurerm_kubernetes_cluster_node_pool.gpu"},
+}  # fmt: skip
+
+
+def pool_labels(target: str, pool: str) -> dict[str, str]:
+    """The literal labels terraform/<target> puts on a pool's nodes (a merge(...) contributes its maps)."""
+    body = _resources(target)[POOLS[target][pool]]
+    if target == "azure" and pool == "system":
+        [body] = body["default_node_pool"]
+    value = body.get("labels") or body.get("node_labels") or body["node_config"][0]["labels"]
+    if isinstance(value, dict):
+        return {unquote(k): unquote(v) for k, v in value.items()}
+    return dict(re.findall(r'\\?"([\w./-]+)\\?"\s*=\s*\\?"([\w./-]+)\\?"', str(value)))
+
+
+def _matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
+    key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+    return {"In": lambda: labels.get(key) in values, "NotIn": lambda: labels.get(key) not in values,
+            "Exists": lambda: key in labels, "DoesNotExist": lambda: key not in labels}[op]()  # fmt: skip
+
+
+def schedules_on(pod: dict[str, Any], labels: dict[str, str], taints: list[dict[str, str]]) -> bool:
+    """Whether the scheduler may place `pod` (a pod spec) on a node with these labels and taints: its
+    nodeSelector, its required node affinity and its tolerations (Kubernetes' rules, resources aside)."""
+    if not (pod.get("nodeSelector") or {}).items() <= labels.items():
+        return False
+    required = (((pod.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution"))  # fmt: skip
+    if required and not any(
+        all(_matches(e, labels) for e in term.get("matchExpressions", []))
+        for term in required["nodeSelectorTerms"]
+    ):
+        return False
+    return all(
+        tolerates(pod.get("tolerations") or [], taint)
+        for taint in taints
+        if taint["effect"] in ("NoSchedule", "NoExecute")
+    )
+
+
 # ------------------------------------------------------------------------------------------ tests
 def test_each_cloud_root_pins_one_kubernetes_version_that_the_schemas_cover() -> None:
     supported = kubernetes_validate.utils.all_versions()
@@ -398,7 +448,7 @@ def test_values_files_take_exactly_the_variables_main_tf_passes() -> None:
     texts = "".join(r.values_file.read_text() for r in helm.releases("demo"))
     unused = [name for name in passed if not re.search(rf"\b{name}\b", texts)]
     assert not unused, f"local.values_vars entries no values file reads: {unused}"
-    assert len(helm.releases("demo")) == 6
+    assert len(helm.releases("demo")) == 7
 
 
 @pytest.mark.parametrize("target", CLOUDS)
@@ -478,6 +528,59 @@ def test_gpu_workers_request_gpus_and_tolerate_the_gpu_pool(target: str) -> None
     assert re.search(r"steep-pool\W+gpu", str(_resources(target)[GPU_POOL[target]])), "GPU pool label"
 
 
+def _device_plugin(target: str) -> dict[str, Any]:
+    [plugin] = [o for o in rendered(target)["nvidia-device-plugin"][2]
+                if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "nvidia-device-plugin"]  # fmt: skip
+    return plugin
+
+
+@pytest.mark.parametrize("target", CLOUDS)
+def test_gpu_nodes_get_a_device_plugin_where_the_cloud_brings_none(target: str) -> None:
+    """A GPU node offers nvidia.com/gpu (what the Ray GPU workers request) only through a device plugin. GKE
+    installs the driver and runs its own; EKS's AL2023 NVIDIA AMI and AKS's GPU pools bring the driver only,
+    so modules/platform installs NVIDIA's plugin there: on every GPU node, and nowhere else."""
+    call = next(
+        body for b in _root(target)["module"] for name, body in b.items() if unquote(name) == "platform"
+    )
+    gpu_pool = _resources(target)[GPU_POOL[target]]
+    release = next(
+        body
+        for block in helm._hcl(helm.PLATFORM / "main.tf")["resource"]
+        for rtype, named in block.items()
+        if unquote(rtype) == "helm_release"
+        for name, body in named.items()
+        if unquote(name) == "nvidia_device_plugin"
+    )
+    assert release["count"] == "${var.nvidia_device_plugin ? 1 : 0}"
+    assert unquote(release["namespace"]) == "kube-system"
+    if target == "gcp":
+        assert call["nvidia_device_plugin"] is False  # a second plugin would fight GKE's over the GPUs
+        [accelerator] = gpu_pool["node_config"][0]["guest_accelerator"]
+        assert unquote(accelerator["gpu_driver_installation_config"][0]["gpu_driver_version"]) == "DEFAULT"
+        return
+    assert call["nvidia_device_plugin"] is True, f"terraform/{target}: GPU nodes would advertise no GPU"
+    if target == "aws":  # the GPU AMI: driver + container toolkit; AL2 has no AMIs for Kubernetes >= 1.33
+        assert unquote(gpu_pool["ami_type"]) == "AL2023_x86_64_NVIDIA"
+    if target == "azure":  # AKS installs the driver unless told not to
+        assert "gpu_driver" not in gpu_pool
+    pod = _device_plugin(target)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == helm.sample_variables(target)["gpu_node_selector"]
+    selector = {unquote(k): unquote(v) for k, v in call["gpu_node_selector"].items()}
+    assert selector == GPU_POOL_SELECTOR  # what the sample passes is what the root passes
+    labels, taints = pool_labels(target, "gpu"), gpu_pool_taints(target)
+    assert schedules_on(pod, labels, taints), f"the device plugin would not run on the {target} GPU pool"
+    for other in ("system", "cpu"):
+        assert not schedules_on(pod, pool_labels(target, other), []), f"the device plugin on the {other} pool"
+    # the chart's own affinity (node-feature-discovery's labels, which no steep node has) would keep it off
+    chart_dir = rendered(target)["nvidia-device-plugin"][0].chart_dir
+    chart = yaml.safe_load((chart_dir / "values.yaml").read_text())
+    assert not schedules_on({**pod, "affinity": chart["affinity"]}, labels, taints)
+    [container] = pod["containers"]
+    app = yaml.safe_load((chart_dir / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == f"nvcr.io/nvidia/k8s-device-plugin:v{app}"
+    assert pod["priorityClassName"] == "system-node-critical"
+
+
 def test_the_toleration_check_refuses_a_pod_that_does_not_tolerate() -> None:
     taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
     assert tolerates([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], taint)
@@ -512,8 +615,12 @@ def test_platform_pods_stay_on_the_system_pool_and_ray_workers_on_theirs() -> No
         if obj["kind"] == "RayCluster":
             continue
         for template in pod_templates(obj):
-            placed = template["spec"].get("nodeSelector") == SYSTEM_POOL
-            if placed == ((chart, obj["kind"]) in UNPLACEABLE):
+            selector = template["spec"].get("nodeSelector") or {}
+            if (chart, obj["kind"]) in ON_GPU_POOL:
+                placed = GPU_POOL_SELECTOR.items() <= selector.items()
+            else:
+                placed = (selector == SYSTEM_POOL) != ((chart, obj["kind"]) in UNPLACEABLE)
+            if not placed:
                 wrong.append(f"{chart} {obj['kind']}/{obj['metadata']['name']}")
     assert not wrong, f"pod templates placed wrong (or UNPLACEABLE is stale): {wrong}"
     spec = ray_cluster()["spec"]
@@ -598,6 +705,73 @@ def test_prefect_worker_polls_the_stack_work_pool_on_the_stack_server() -> None:
     assert service["spec"]["ports"][0]["port"] == 4200
 
 
+# Each cloud's default StorageClass (a claim without storageClassName gets it): GKE's and AKS's come with the
+# cluster (their disk CSI drivers are on unless disabled); EKS marks none as default from 1.30 on, and has no
+# EBS driver unless installed, so terraform/aws makes both.
+DEFAULT_STORAGE = {
+    "gcp": ("google_container_cluster.this", "addons_config", "gce_persistent_disk_csi_driver_config"),
+    "azure": ("azurerm_kubernetes_cluster.this", "storage_profile", "disk_driver_enabled"),
+}
+
+
+def volume_claims(target: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every PersistentVolumeClaim the releases render, standalone or in a StatefulSet's claim templates."""
+    found = []
+    for chart, obj in objects(target):
+        if obj["kind"] == "PersistentVolumeClaim":
+            found.append((chart, obj))
+        for claim in (obj.get("spec") or {}).get("volumeClaimTemplates") or []:
+            found.append((chart, claim))
+    return found
+
+
+@pytest.mark.parametrize("target", CLOUDS)
+def test_every_volume_claim_can_bind(target: str) -> None:
+    """A claim binds only if a provisioner serves its StorageClass: prefect-server's Postgres keeps its data
+    on one (deployments and schedules must outlive the pod), and on EKS nothing would provision it unless
+    the root installs the EBS CSI driver and a default StorageClass."""
+    claims = volume_claims(target)
+    assert [(chart, c["metadata"]["name"]) for chart, c in claims] == [("prefect-server", "data")]
+    assert all(not c["spec"].get("storageClassName") for _, c in claims)  # the default class
+    [statefulset] = [o for _, o in objects(target) if o["kind"] == "StatefulSet"]
+    # uninstalling (steep destroy) deletes the claim, and with it the disk (reclaim policy Delete)
+    assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    resources = _resources(target)
+    if target in DEFAULT_STORAGE:
+        address, block, driver = DEFAULT_STORAGE[target]
+        assert driver not in str(resources[address].get(block, "")), (
+            f"terraform/{target} sets {block}.{driver}: with the disk CSI driver off, claims never bind"
+        )
+        return
+    default_key = '"storageclass.kubernetes.io/is-default-class"'
+    defaults = [
+        body for address, body in resources.items()
+        if address.startswith("kubernetes_storage_class")
+        and unquote(body["metadata"][0]["annotations"].get(default_key, "")) == "true"
+    ]  # fmt: skip
+    assert len(defaults) == 1, "terraform/aws must make exactly one default StorageClass"
+    [default] = defaults
+    assert unquote(default["storage_provisioner"]) == "ebs.csi.aws.com"
+    assert unquote(default["reclaim_policy"]) == "Delete"  # the disk goes with the claim
+    assert unquote(default["volume_binding_mode"]) == "WaitForFirstConsumer"  # in the pod's zone
+    assert unquote(default["parameters"]["encrypted"]) == "true"
+    addon = resources["aws_eks_addon.ebs_csi"]
+    assert unquote(addon["addon_name"]) == "aws-ebs-csi-driver"
+    assert "${aws_eks_addon.ebs_csi}" in default["depends_on"]
+    # the controller's IAM role (IRSA): only its service account may assume it, with AWS's driver policy
+    assert addon["service_account_role_arn"] == "${aws_iam_role.ebs_csi.arn}"
+    trust = resources["aws_iam_role.ebs_csi"]["assume_role_policy"]
+    assert "system:serviceaccount:kube-system:${local.ebs_csi_sa}" in trust
+    assert re.search(r'ebs_csi_sa\s*=\s*"ebs-csi-controller-sa"', (helm.TF / "aws" / "main.tf").read_text())
+    attachment = resources["aws_iam_role_policy_attachment.ebs_csi"]
+    assert unquote(attachment["policy_arn"]).endswith(":policy/service-role/AmazonEBSCSIDriverPolicy")
+    assert attachment["role"] == "${aws_iam_role.ebs_csi.name}"
+    assert "controller = {nodeSelector = aws_eks_node_group.system.labels}" in addon["configuration_values"]
+    # the platform (and its claim) comes after the class and goes before it
+    call = next(b for blk in _root(target)["module"] for n, b in blk.items() if unquote(n) == "platform")
+    assert "${kubernetes_storage_class_v1.gp3}" in call["depends_on"]
+
+
 @pytest.mark.parametrize("target", CLOUDS)
 def test_serving_manifests_are_valid_for_the_pinned_kubernetes(target: str) -> None:
     from steep.config import SteepConfig
@@ -610,8 +784,13 @@ def test_serving_manifests_are_valid_for_the_pinned_kubernetes(target: str) -> N
     version = f"{pinned_version(target)}.0"
     errors = [e for d in docs for e in validation_errors(d, version)]
     assert not errors, f"steep's serving manifests are invalid for Kubernetes {version}:\n{errors}"
+    # the labels of the platform's objects: steep's, and the stack's name (stack_name = project.name)
     for doc in docs:
-        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "steep"
+        for labels in [doc["metadata"]["labels"], *(t["metadata"]["labels"] for t in pod_templates(doc))]:
+            assert {k: labels.get(k) for k in STEEP_LABELS} == {
+                "app.kubernetes.io/part-of": "steep",
+                "steep.dev/stack": "acme",
+            }
     # and the validation is not a rubber stamp
     broken = {**docs[0], "spec": {**docs[0]["spec"], "replica": 2}}
     assert validation_errors(broken, version)

@@ -143,6 +143,54 @@ def test_the_platform_runs_on_the_system_pool_and_ray_workers_on_theirs(cloud: s
     assert "ray_idle_timeout_s" in platform.variables
 
 
+# vCPUs and GiB of memory of each root's default worker machine types (the vendors' spec pages).
+MACHINES = {
+    "m6i.xlarge": (4, 16), "g5.xlarge": (4, 16),
+    "e2-standard-4": (4, 16), "g2-standard-4": (4, 16),
+    "Standard_D4s_v5": (4, 16), "Standard_NC4as_T4_v3": (4, 28),
+}  # fmt: skip
+# What a node keeps for the kubelet, the system and the cloud's DaemonSets (logging, CNI, CSI, kube-proxy, the
+# device plugin): at least this, on every cloud, for a 4 vCPU / 16 GiB node.
+NODE_RESERVE = (0.5, 2.0)
+
+
+def _quantity(text: str) -> float:
+    """A Kubernetes CPU or memory quantity in cores or GiB (the forms the roots write: "3", "500m", "8Gi")."""
+    m = re.fullmatch(r"([0-9.]+)(m|Mi|Gi)?", text)
+    assert m, f"unexpected quantity {text!r}"
+    return float(m.group(1)) * {None: 1, "m": 0.001, "Mi": 1 / 1024, "Gi": 1}[m.group(2)]
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_ray_never_asks_for_more_workers_than_the_pools_hold(cloud: str) -> None:
+    """KubeRay scales each worker group up to its max; a worker the pool cannot hold stays Pending forever
+    (and the idle timeout never starts). One worker fits a node of the default machine type, so the most
+    workers are the pool's most nodes: the roots pass max = var.cpu_nodes / var.gpu_nodes."""
+    mod = load_module(TF / cloud)
+    call = mod.modules["platform"]
+    defaults = load_module(TF / "modules" / "platform").variables
+    assert defaults["cpu_workers"]["default"]["max"] == 4  # what a root that passes nothing would get
+    for group, nodes in (("cpu", "${var.cpu_nodes}"), ("gpu", "${var.gpu_nodes}")):
+        workers = call.get(f"{group}_workers")
+        assert workers, (
+            f"terraform/{cloud} must pass {group}_workers: the module's default max is not its pool's"
+        )
+        assert workers["min"] == 0 and workers["max"] == nodes, (
+            f"terraform/{cloud}: {group}_workers must run 0..{nodes}, the {group} pool's node count"
+        )
+        machine = unquote(mod.variables[f"{group}_instance_type"]["default"])
+        vcpus, gib = MACHINES[machine]
+        cpu, memory = _quantity(unquote(workers["cpu"])), _quantity(unquote(workers["memory"]))
+        assert cpu <= vcpus - NODE_RESERVE[0] and memory <= gib - NODE_RESERVE[1], (
+            f"terraform/{cloud}: a {group} worker ({cpu} CPU, {memory} GiB) does not fit one {machine}"
+        )
+        assert 2 * cpu > vcpus - NODE_RESERVE[0] or 2 * memory > gib - NODE_RESERVE[1], (
+            f"terraform/{cloud}: two {group} workers fit one {machine}: max could be twice the node count"
+        )
+    assert call["gpu_workers"]["gpus"] == 1  # each GPU machine above has one GPU
+    assert prices.DEFAULTS[cloud]["cpu"] in MACHINES and prices.DEFAULTS[cloud]["gpu"] in MACHINES
+
+
 # ------------------------------------------------------------------------------------------ autoscalers
 def test_gke_autoscaler_profile_removes_unneeded_nodes_soon() -> None:
     cluster = load_module(TF / "gcp").resources["google_container_cluster.this"]

@@ -15,7 +15,7 @@ locals {
   azure_identity = contains(keys(var.service_account_annotations), "azure.workload.identity/client-id")
   artifact_uri   = "^(?P<scheme>s3|gs|wasbs)://(?:(?P<container>[^@/]+)@(?P<account>[^.]+)[.]blob[.]core[.]windows[.]net|(?P<bucket>[^/]+))/?(?P<path>.*)$"
 
-  # The variables of every values/*.yaml.tftpl (one set for all six); tests/terraform/test_helm.py renders
+  # The variables of every values/*.yaml.tftpl (one set for all seven); tests/terraform/test_helm.py renders
   # the same files with the same names through `terraform console`.
   values_vars = {
     namespace                   = var.namespace
@@ -125,6 +125,21 @@ resource "helm_release" "metrics_server" {
   atomic     = true
 
   values = [templatefile("${path.module}/values/metrics-server.yaml.tftpl", local.values_vars)]
+}
+
+# A GPU node offers nvidia.com/gpu (what Ray's GPU workers request) only once a device plugin registers its
+# GPUs with the kubelet. EKS's and AKS's GPU images carry the driver but no plugin: without this DaemonSet
+# GPU nodes come up, advertise no GPU, and the GPU workers stay Pending. It runs on the GPU pool only.
+resource "helm_release" "nvidia_device_plugin" {
+  count      = var.nvidia_device_plugin ? 1 : 0
+  name       = "nvidia-device-plugin"
+  repository = "https://nvidia.github.io/k8s-device-plugin"
+  chart      = "nvidia-device-plugin"
+  version    = var.chart_versions["nvidia_device_plugin"]
+  namespace  = "kube-system"
+  atomic     = true
+
+  values = [templatefile("${path.module}/values/nvidia-device-plugin.yaml.tftpl", local.values_vars)]
 }
 
 resource "kubernetes_resource_quota" "serving" {

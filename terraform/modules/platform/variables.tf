@@ -123,14 +123,21 @@ variable "mlflow_image" {
 
 variable "chart_versions" {
   type        = map(string)
-  description = "Pinned Helm chart versions: mlflow, kuberay, prefect_server, prefect_worker, metrics_server."
+  description = "Pinned Helm chart versions: mlflow, kuberay, prefect_server, prefect_worker, metrics_server, nvidia_device_plugin."
   default = {
-    mlflow         = "0.7.19"
-    kuberay        = "1.2.2"
-    prefect_server = "2025.9.5"
-    prefect_worker = "2025.9.5"
-    metrics_server = "3.12.2"
+    mlflow               = "0.7.19"
+    kuberay              = "1.2.2"
+    prefect_server       = "2025.9.5"
+    prefect_worker       = "2025.9.5"
+    metrics_server       = "3.12.2"
+    nvidia_device_plugin = "0.20.0"
   }
+}
+
+variable "nvidia_device_plugin" {
+  type        = bool
+  description = "Install NVIDIA's device plugin on the GPU pool (gpu_node_selector), so GPU nodes advertise nvidia.com/gpu and Ray's GPU workers can schedule. EKS (AL2023 NVIDIA AMIs) and AKS need it; GKE runs its own, which a second one would fight."
+  default     = false
 }
 
 variable "labels" {
