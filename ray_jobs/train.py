@@ -7,8 +7,11 @@
     in the last one.
 
 `train_loop_per_worker` (what Ray calls) runs a `TrainingRecipe`: `setup()` builds the pieces in that
-order, `train()` runs epochs of steps. The driver (steep/pipeline/training.py) tokenizes once and passes
-token ids in `config`, so workers repeat no preprocessing. The batch plan is a pure function of
+order, `train()` runs epochs of steps; with `training.validation_loss` each checkpoint also carries the mean
+loss per summary token on the validation rows (`validation_loss`). Inside a Ray Tune trial (`steep tune`
+trains in the trial's own process) that loss also goes to Tune, whose early stopping reads it (`RayTrain`).
+The driver (steep/pipeline/training.py) tokenizes once and passes token ids in `config`, so workers repeat
+no preprocessing. The batch plan is a pure function of
 (seed, epoch), so a resumed worker skips exactly the steps it already did.
 
 Ray is imported inside the methods that use it, never at the top: importing `ray.train` picks Train V1
@@ -239,6 +242,87 @@ def lr_lambda(total_steps: int, warmup_steps: int):
     return schedule
 
 
+# --------------------------------------------------------------------------------------------- validation
+def label_tokens(labels: torch.Tensor, kind: str) -> int:
+    """The tokens a loss is the mean over: causal labels are shifted by one, seq2seq ones are not."""
+    targets = labels[:, 1:] if kind == "causal" else labels
+    return int((targets != models.IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def validation_loss(
+    module: nn.Module,
+    examples: list[dict[str, list[int]]],
+    *,
+    pad_id: int,
+    kind: str,
+    batch_size: int,
+    device: torch.device,
+    autocast: Any = None,
+) -> float:
+    """Mean loss per label (summary) token over `examples`, in length-sorted batches (little padding).
+
+    Each batch's mean is weighted by its label tokens, so the result does not depend on the batching.
+    """
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    total, tokens = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, kind)
+        count = label_tokens(batch["labels"], kind)
+        if count == 0:
+            continue
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast or contextlib.nullcontext():
+            loss = module(**batch)
+        total += float(loss) * count
+        tokens += count
+    return total / tokens if tokens else float("nan")
+
+
+class RayTrain:
+    """The three Ray Train calls the loop makes: its rank, the checkpoint to resume from, and the report.
+
+    In a Ray Tune trial's own process (what `steep tune` runs: training.workers=0, Ray Train's local mode)
+    Ray 2.60 refuses `ray.train.get_context/get_checkpoint/report` and asks for the `ray.tune` ones; the loop
+    still needs the local mode's bookkeeping (the trainer's result carries the last checkpoint), so there it
+    calls the local mode's own utilities, the ones those functions wrap, and reports each epoch's numbers to
+    Tune as well: an early-stopping scheduler reads `val_loss` against `epoch`. Stopping a trial ends this
+    thread at that report (Tune raises SystemExit in it).
+    """
+
+    def __init__(self) -> None:
+        from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+        self.in_tune = bool(_in_tune_session())
+        if self.in_tune:
+            from ray.train.v2._internal.execution.train_fn_utils import get_train_fn_utils
+
+            self.local = get_train_fn_utils()
+
+    def context(self) -> Any:
+        import ray.train
+
+        return self.local.get_context() if self.in_tune else ray.train.get_context()
+
+    def checkpoint(self) -> Any:
+        import ray.train
+
+        return self.local.get_checkpoint() if self.in_tune else ray.train.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint: Any) -> None:
+        import ray.train
+
+        if not self.in_tune:
+            ray.train.report(metrics, checkpoint=checkpoint)
+            return
+        self.local.report(metrics, checkpoint=checkpoint)
+        if metrics.get("val_loss") is not None:
+            import ray.tune
+
+            keep = {"val_loss": metrics["val_loss"], "loss": metrics["loss"], "step": metrics["step"]}
+            ray.tune.report({"epoch": metrics["epochs_done"], **keep})
+
+
 # --------------------------------------------------------------------------------------------- the loop
 class StepReports:
     """Rank 0's per-step events; on GPU sent one step late.
@@ -304,9 +388,8 @@ class TrainingRecipe:
         self._setup_reporting()
 
     def _setup_process(self) -> None:
-        import ray.train  # late, like every Ray import here: see the module docstring
-
-        ctx = ray.train.get_context()
+        self.ray = RayTrain()  # late, like every Ray import here: see the module docstring
+        ctx = self.ray.context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.nodes = self._gather_nodes()
         torch.set_num_threads(self.config["threads"])  # the driver splits a node's CPUs among its workers
@@ -359,6 +442,7 @@ class TrainingRecipe:
         self.total_steps = min(t.max_steps or math.inf, self.steps_per_epoch * t.epochs)
         model = self.cfg.model
         self.pack_width = model.max_source_tokens + model.max_target_tokens if t.packing else None
+        self.validation = self.config.get("validation_examples") or []
 
     def _setup_optimizer(self) -> None:
         """AdamW on the trainable weights only; the rate warms up, then falls linearly to 0 at the end."""
@@ -377,10 +461,8 @@ class TrainingRecipe:
         The driver passes the newest complete checkpoint on disk: one a killed driver never registered
         with Ray is newer than Ray's.
         """
-        import ray.train
-
         resume_dir = self.config.get("resume_from")
-        checkpoint = ray.train.get_checkpoint()
+        checkpoint = self.ray.checkpoint()
         with contextlib.ExitStack() as stack:
             candidates = [Path(resume_dir)] if resume_dir else []
             if checkpoint is not None:
@@ -466,10 +548,16 @@ class TrainingRecipe:
         return lr
 
     def _checkpoint(self, epoch: int, final: bool) -> None:
-        """All ranks report (it is a barrier); rank 0 writes the files, the final one with the model."""
+        """All ranks report (it is a barrier); rank 0 writes the files, the final one with the model, and
+        measures the validation loss (with `training.validation_loss`)."""
         import ray.train
 
         metrics = {"loss": self.reports.flush(), "step": self.step, "epoch": epoch, "final": final}
+        val_loss = self._validation_loss()
+        if val_loss is not None:
+            done = min(self.cfg.training.epochs, math.ceil(self.step / max(1, self.steps_per_epoch)))
+            metrics.update(val_loss=val_loss, epochs_done=done)  # max_steps may end training early
+            self._send({"event": "validation", "step": self.step, "epoch": done, "val_loss": val_loss})
         local_root = self.config.get("local_checkpoint_root")
         if local_root is None:  # Ray copies the folder into its storage
             folder = Path(tempfile.mkdtemp(prefix="steep-ckpt-"))
@@ -482,10 +570,29 @@ class TrainingRecipe:
                 fmt = models.PromptFormat(**self.config["prompt_format"])
                 export_model(folder / MODEL_DIR, self.model, self.tokenizer, fmt)
         checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if self.rank == 0 else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        self.ray.report(metrics, checkpoint=checkpoint)
         if local_root is None:
             shutil.rmtree(folder, ignore_errors=True)
         self._send({"event": "checkpoint", "step": self.step, "final": final})
+
+    def _validation_loss(self) -> float | None:
+        """Rank 0's mean loss per summary token on the validation rows, in eval mode; None without them.
+
+        The other ranks wait at the checkpoint's report meanwhile; rank 0 runs its own copy of the model
+        (not the DDP wrapper), so no collective call is made.
+        """
+        if self.rank != 0 or not self.validation or not self.cfg.training.validation_loss:
+            return None
+        module = getattr(self.step_module, "module", self.step_module)  # DDP wraps the loss module
+        self.model.eval()
+        try:
+            return validation_loss(
+                module, self.validation, pad_id=self.tokenizer.pad_token_id, kind=self.kind,
+                batch_size=max(1, self.cfg.training.batch_size // self.world), device=self.device,
+                autocast=self.autocast,
+            )  # fmt: skip
+        finally:
+            self.model.train()
 
     def _send(self, event: dict[str, Any]) -> None:
         """An event for the driver's progress bar and MLflow logger (rank 0 only; fire and forget)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -22,6 +23,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
@@ -282,6 +284,12 @@ class TrainingConfig(Section):
         description="also checkpoint every this many steps (a checkpoint is always taken each epoch)",
     )
     merge_weights: bool = Field(False, description="log merged weights instead of the adapter")
+    validation_loss: bool = Field(
+        False,
+        description="at each epoch end, the mean loss per summary token on the validation split (the MLflow "
+        "series val_loss); costs a forward pass over those rows per epoch. `steep tune` turns it on: its "
+        "early stopping reads it",
+    )
     lora: LoraConfig = LoraConfig()
     prompt_tuning: PromptTuningConfig = PromptTuningConfig()
 
@@ -414,6 +422,150 @@ class DriftConfig(Section):
     cooldown: Duration = "6h"
 
 
+# --------------------------------------------------------------------------------------------- tune
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+# what `steep tune` may search: training settings, the prompt, and how summaries are decoded
+TUNABLE_MODEL_KEYS = ("max_source_tokens", "max_target_tokens", "instruction", "task_prefix")
+DECODING_KEYS = ("max_new_tokens", "repetition_penalty", "num_beams", "length_penalty")
+NOT_TUNABLE = {
+    "training.workers": "each trial trains in-process in one Ray task of its own (training.workers=0)",
+    "training.use_gpu": "it is a property of the cluster, not a setting to search",
+    "training.placement": "each trial trains in-process in one Ray task of its own",
+    "training.max_failures": "a failed trial is reported and the search goes on",
+    "training.checkpoint_every_steps": "it changes no result, only what a crash costs",
+    "training.merge_weights": "it changes how the model is stored, not what it generates",
+    "training.validation_loss": "steep tune always computes it: its early stopping reads it",
+}
+
+
+class Distribution(Section):
+    """One key's search range: exactly one of choice / uniform / loguniform / randint."""
+
+    choice: list[Any] | None = Field(None, min_length=1, description="one of these values")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high]: any number between")
+    loguniform: tuple[float, float] | None = Field(
+        None, description="[low, high], both > 0: uniform on a log scale (learning rates)"
+    )
+    randint: tuple[int, int] | None = Field(None, description="[low, high]: a whole number, both included")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Distribution:
+        given = [k for k in DISTRIBUTIONS if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = f"; got {' and '.join(given)}" if given else ""
+            raise ValueError(
+                f"give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. {{loguniform: [1e-4, 2e-3]}} or "
+                f"{{choice: [8, 16, 32]}}{got}"
+            )
+        if self.kind != "choice":
+            low, high = self.args
+            if not low < high:
+                raise ValueError(f"{self.kind}: low must be below high, got [{low:g}, {high:g}]")
+            if self.kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform: both ends must be > 0, got [{low:g}, {high:g}]")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_given(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in DISTRIBUTIONS if getattr(self, k) is not None)
+
+    @property
+    def args(self) -> Any:
+        return getattr(self, self.kind)
+
+
+def default_space() -> dict[str, Distribution]:
+    """What a user would tune first: the rate, how long, the LoRA rank, the batch, and decoding."""
+    space: dict[str, dict[str, Any]] = {
+        "training.learning_rate": {"loguniform": [1e-4, 2e-3]},
+        "training.epochs": {"choice": [1, 2, 3]},
+        "training.lora.r": {"choice": [8, 16, 32]},
+        "training.batch_size": {"choice": [4, 8, 16]},
+        "serving.max_new_tokens": {"choice": [32, 48, 64]},
+    }
+    if "repetition_penalty" in ServingConfig.model_fields:
+        space["serving.repetition_penalty"] = {"uniform": [1.0, 1.3]}
+    if "num_beams" in ServingConfig.model_fields:
+        space["serving.num_beams"] = {"choice": [1, 2, 4]}
+    return {key: Distribution.model_validate(value) for key, value in space.items()}
+
+
+def leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every settable key under `model` as a dotted path (sections are walked, not listed)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys.extend(leaf_keys(field.annotation, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def tunable_keys() -> list[str]:
+    """The keys `tune.space` may name."""
+    out = [k for k in leaf_keys(TrainingConfig, "training.") if k not in NOT_TUNABLE]
+    out += [f"model.{k}" for k in TUNABLE_MODEL_KEYS]
+    return out + [f"serving.{k}" for k in DECODING_KEYS if k in ServingConfig.model_fields]
+
+
+def _tunable_space(space: dict[str, Distribution]) -> dict[str, Distribution]:
+    allowed = tunable_keys()
+    every = leaf_keys(SteepConfig)
+    for key in space:
+        if key in allowed:
+            continue
+        if key in NOT_TUNABLE:
+            raise ValueError(f"{key} cannot be tuned: {NOT_TUNABLE[key]}")
+        inside = [k for k in allowed if k.startswith(key + ".")]
+        if inside:
+            raise ValueError(f"{key} is a section: name one of its keys, e.g. {', '.join(inside[:4])}")
+        if key in every:
+            raise ValueError(
+                f"{key} cannot be tuned: steep tune searches training, model prompt and decoding "
+                f"settings ({', '.join(allowed)})"
+            )
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown key {key!r}{hint}; tunable keys: {', '.join(allowed)}")
+    return space
+
+
+class TuneConfig(Section):
+    trials: int = Field(8, ge=1, le=10_000, description="trials to run (`steep tune --trials`)")
+    time_budget: Duration = Field(
+        "30m",
+        description="the search stops after this long (`--time-budget`): running trials stop and no new "
+        "one starts; the best finished trial so far wins",
+    )
+    include_defaults: bool = Field(
+        True,
+        description="the first trial runs this config's own values of the searched keys: the score the "
+        "others have to beat",
+    )
+    early_stopping: bool = Field(
+        True,
+        description="ASHA on the validation loss: at epochs 1, 2, 4, ... a trial in the worse half of those "
+        "that reached that epoch stops there",
+    )
+    cpus_per_trial: int | None = Field(
+        None,
+        ge=1,
+        description="CPUs (torch threads) each trial takes; none: the CPUs of the smallest Ray node that has "
+        "any, so trials spread one per node",
+    )
+    space: Annotated[dict[str, Distribution], AfterValidator(_tunable_space)] = Field(
+        default_factory=default_space,
+        description="dotted config key -> {choice: [...]} | {uniform: [low, high]} | "
+        "{loguniform: [low, high]} | {randint: [low, high]}; e.g. training.learning_rate: "
+        "{loguniform: [1e-4, 2e-3]}. Setting it replaces the default space",
+    )
+
+
 class SteepConfig(Section):
     """The whole of steep.yaml."""
 
@@ -426,6 +578,7 @@ class SteepConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     serving: ServingConfig = ServingConfig()
     drift: DriftConfig = DriftConfig()
+    tune: TuneConfig = TuneConfig()
 
     _root: Path | None = PrivateAttr(None)  # the folder of the file it was read from
 
@@ -545,49 +698,73 @@ def find_config(start: Path | None = None) -> Path:
 
 
 def load_config(
-    path: str | Path | None = None,
+    path: str | Path | Sequence[str | Path] | None = None,
     sets: list[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> SteepConfig:
     """Read steep.yaml (or defaults when it is absent and no path was asked for) plus overrides.
 
-    Relative paths in it (project.home, a local data.source or model.source) are made absolute against
-    the file's folder, so every command means the same files from wherever it is started.
+    Several paths: the first is the project's file, each later one an overlay merged over it in order (later
+    wins, key by key; a list is replaced whole), e.g. `steep run -c steep.yaml -c tuned.yaml`. Relative paths
+    in them (project.home, a local data.source or model.source) are made absolute against the first file's
+    folder, so every command means the same files from wherever it is started.
     """
+    files = [path] if path is None or isinstance(path, str | Path) else list(path)
+    if not files:
+        files = [None]
+    file = Path(files[0]) if files[0] is not None else Path(DEFAULT_CONFIG_FILE)
     data: dict[str, Any] = {}
-    file = Path(path) if path is not None else Path(DEFAULT_CONFIG_FILE)
     if file.exists():
-        try:
-            raw = file.read_text(encoding="utf-8")
-            loaded = yaml.safe_load(raw)
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
-            ) from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{file}: the top level must be a mapping of sections, got {type(loaded).__name__}"
-            )
-        data = loaded
-    elif path is not None:
+        data = _read_yaml(file)
+    elif files[0] is not None:
         raise ConfigError(
             f"{file}: no such config file; create one (see `steep config show`) or pass another path"
         )
+    for overlay in files[1:]:
+        overlay = Path(overlay)
+        if not overlay.is_file():
+            raise ConfigError(f"{overlay}: no such config file (an overlay given after {file})")
+        merge_config(data, _read_yaml(overlay))
     apply_overrides(data, sets, environ)
+    named = " + ".join(str(f) for f in [file, *files[1:]])
     try:
         cfg = SteepConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{file}: invalid config\n{_format_errors(exc)}") from exc
+        raise ConfigError(f"{named}: invalid config\n{_format_errors(exc)}") from exc
     cfg = anchor_paths(cfg, file.resolve().parent if file.exists() else Path.cwd())
     cfg._root = file.resolve().parent if file.exists() else None
     return cfg
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    """A config file's mapping of sections; a clear ConfigError for text that is not one."""
+    try:
+        raw = file.read_text(encoding="utf-8")
+        loaded = yaml.safe_load(raw)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def merge_config(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Merge `overlay` into `base` in place: mappings key by key, anything else (a list too) replaced."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_config(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def is_url(source: str) -> bool:

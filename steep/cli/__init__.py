@@ -11,6 +11,7 @@ from steep.cli import (  # noqa: F401  (each module registers its commands)
     serve_cmds,
     stack_cmds,
     train_cmds,
+    tune_cmds,
 )
 from steep.cli.app import app, main
 

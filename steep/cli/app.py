@@ -27,11 +27,13 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 ConfigOpt = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
         "--config",
         "-c",
-        help="config file (default: ./steep.yaml, else the nearest in a folder above)",
+        help="config file (default: ./steep.yaml, else the nearest in a folder above); repeat it to merge "
+        "overlays in order, later wins: -c steep.yaml -c tuned.yaml",
+        metavar="FILE",
         show_default=False,
     ),
 ]
@@ -60,9 +62,11 @@ def _root(
     """Fine-tune, evaluate, version and serve a summarization model from one steep.yaml."""
 
 
-def load(config: Path | None, sets: list[str] | None) -> SteepConfig:
-    """The resolved config: file (./steep.yaml or the nearest above), then STEEP__SECTION__KEY, then --set."""
-    return load_config(config or find_config(), sets)
+def load(config: list[Path] | Path | None, sets: list[str] | None) -> SteepConfig:
+    """The resolved config: file (./steep.yaml or the nearest above) and the overlays after it, each `-c`
+    merged over the ones before, then STEEP__SECTION__KEY, then --set."""
+    files = [config] if isinstance(config, Path) else list(config or [])
+    return load_config(files or find_config(), sets)
 
 
 def quiet_third_parties() -> None:

@@ -57,6 +57,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_step: int = 0
     timing: dict[str, float] = field(default_factory=dict)  # total_s, startup_s, steps_s, after_s
+    validation: list[dict[str, float]] = field(default_factory=list)  # step, epoch, val_loss per epoch
 
 
 # --------------------------------------------------------------------------------------------- preflight
@@ -67,6 +68,7 @@ class Prepared:
     fmt: models.PromptFormat
     examples: list[dict[str, list[int]]]
     tokens: int
+    validation: list[dict[str, list[int]]] = field(default_factory=list)  # with training.validation_loss
 
 
 def prepare(cfg: SteepConfig, splits: Splits) -> Prepared:
@@ -104,7 +106,9 @@ def prepare(cfg: SteepConfig, splits: Splits) -> Prepared:
     encoder = models.Encoder(tokenizer, fmt)
     examples = [encoder.example(t, s) for t, s in zip(train["text"], train["summary"], strict=True)]
     tokens = sum(models.example_tokens(e, kind) for e in examples)
-    return Prepared(model_dir, kind, fmt, examples, tokens)
+    held_out = splits.validation if cfg.training.validation_loss else splits.validation.head(0)
+    validation = [encoder.example(t, s) for t, s in zip(held_out["text"], held_out["summary"], strict=True)]
+    return Prepared(model_dir, kind, fmt, examples, tokens, validation)
 
 
 def _check_targets(cfg: SteepConfig, model_dir: Path, kind: models.Kind) -> None:
@@ -144,6 +148,7 @@ class _Progress:
         self.total_tokens = total_tokens
         self.show = show
         self.history: list[dict[str, float]] = []
+        self.validation: list[dict[str, float]] = []  # the validation loss at each epoch's end
         self.resumed_from = 0
         self.precision = "fp32"
         self.starts: list[dict[str, Any]] = []  # each (re)start of the loop: its first step, ranks' nodes
@@ -193,6 +198,10 @@ class _Progress:
                 self._on_start(event)
             elif event["event"] == "step":
                 self._on_step(event)
+            elif event["event"] == "validation":
+                row = {k: event[k] for k in ("step", "epoch", "val_loss")}
+                self.validation.append(row)
+                self.logger.log({"val_loss": row["val_loss"]}, step=row["step"])
 
     def _on_start(self, event: dict[str, Any]) -> None:
         """A (re)started loop: where it resumed from, and the precision `auto` resolved to on the worker."""
@@ -353,6 +362,8 @@ def train(
     progress: bool = False,
     checkpoint_storage: str | None = None,
     fail_at_step: int | None = None,
+    tags: dict[str, str] | None = None,
+    log_model: bool = True,
 ) -> TrainResult:
     """Fine-tune cfg.model on splits.train with Ray Train and record it in MLflow.
 
@@ -360,6 +371,8 @@ def train(
     Ray checkpoints go under project.home, or `checkpoint_storage` (a path or URI every Ray node can reach,
     e.g. the stack's bucket) when the cluster is remote.
     `fail_at_step` crashes one worker once at that step (a fault-injection hook for tests and drills).
+    `tags` go on a new run (e.g. mlflow.parentRunId: `steep tune` records each trial as a child run);
+    `log_model=False` logs no model (a tune trial's adapter stays in its checkpoint folder).
     """
     t0 = time.time()
     prepared = prepare(cfg, splits)  # everything that can fail on user input, before a run is recorded
@@ -370,7 +383,7 @@ def train(
     if resume:
         run_id, run_name = _resume_run(cfg, client, run_name)
     else:
-        run_id, run_name = _start_run(cfg, client, experiment_id, run_name)
+        run_id, run_name = _start_run(cfg, client, experiment_id, run_name, tags)
         _log_params(client, run_id, cfg, splits, prepared)
     run_dir = runs_root(cfg) / run_name
     storage = f"{checkpoint_storage.rstrip('/')}/{run_name}" if checkpoint_storage else run_dir / "ray"
@@ -383,7 +396,7 @@ def train(
                 result = _fit(cfg, {**config, **placement}, storage, run_name)
             checkpoint_dir = _keep_checkpoint(result, run_dir / "final")
             logger.close()
-            model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, bar.history, splits)
+            model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, bar.history, log_model)
             metrics = _collect_metrics(bar)
             _finish_run(client, run_id, metrics, bar)
         except BaseException as exc:
@@ -397,6 +410,7 @@ def train(
         run_id=run_id, run_name=run_name, model_uri=model_uri, checkpoint_path=str(checkpoint_dir),
         model_dir=str(checkpoint_dir / job.MODEL_DIR), base_model_dir=str(prepared.model_dir),
         metrics=metrics, history=bar.history, resumed_from_step=bar.resumed_from, timing=_timing(t0, bar),
+        validation=bar.validation,
     )  # fmt: skip
 
 
@@ -425,10 +439,16 @@ def _resume_run(cfg: SteepConfig, client: Any, run_name: str | None) -> tuple[st
     return run_id, run_name
 
 
-def _start_run(cfg: SteepConfig, client: Any, experiment_id: str, run_name: str | None) -> tuple[str, str]:
+def _start_run(
+    cfg: SteepConfig,
+    client: Any,
+    experiment_id: str,
+    run_name: str | None,
+    tags: dict[str, str] | None = None,
+) -> tuple[str, str]:
     """A new MLflow run, recorded under project.home so that `resume` finds it; -> (id, name)."""
     run_name = run_name or f"{cfg.project.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    run = client.create_run(experiment_id, run_name=run_name, tags=tracking.system_info())
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tracking.system_info(), **(tags or {})})
     run_id = run.info.run_id
     _run_state(cfg, run_name).parent.mkdir(parents=True, exist_ok=True)
     _run_state(cfg, run_name).write_text(json.dumps({"run_id": run_id, "run_name": run_name}))
@@ -457,6 +477,7 @@ def _job_config(
         "kind": prepared.kind,
         "prompt_format": prepared.fmt.__dict__,
         "examples": prepared.examples,
+        "validation_examples": prepared.validation,
         "fail_at_step": fail_at_step,
         "fail_marker": str(run_dir / "injected-failure"),
     }
@@ -597,8 +618,8 @@ def _metrics(values: dict[str, float]) -> list[Metric]:
 
 def _log_outputs(
     cfg: SteepConfig, run_id: str, prepared: Prepared, checkpoint_dir: Path, history: list[dict[str, float]],
-    splits: Splits,
-) -> str:  # fmt: skip
+    log_model: bool = True,
+) -> str | None:  # fmt: skip
     """Loss curve, checkpoint state and the pyfunc model (adapter + base, or merged / full weights)."""
     model_dir = checkpoint_dir / job.MODEL_DIR
     with mlflow.start_run(run_id=run_id, log_system_metrics=False), tempfile.TemporaryDirectory() as tmp:
@@ -606,6 +627,8 @@ def _log_outputs(
             mlflow.log_artifact(str(tracking.loss_plot(history, Path(tmp) / "loss_curve.png")), "plots")
             mlflow.log_dict({"history": history}, "plots/loss_history.json")
         mlflow.log_artifact(str(checkpoint_dir / job.STATE_FILE), "checkpoint")
+        if not log_model:
+            return None
         if cfg.training.method == "full":
             artifacts = {"model": str(model_dir)}
         elif cfg.training.merge_weights and cfg.training.method == "lora":

@@ -116,6 +116,7 @@ def test_schema_and_round_trip(tmp_path):
         "evaluation",
         "serving",
         "drift",
+        "tune",
     }
     cfg = load_config(REPO / "steep.yaml", ["training.epochs=4"], environ={})
     again = load_config(write(tmp_path, dump_config(cfg)), environ={})

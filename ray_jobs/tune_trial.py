@@ -1,0 +1,59 @@
+"""What a `steep tune` trial does after training: its model generates on the validation split, with the
+trial's decoding settings, through the path evaluation and serving share, and is scored there.
+
+The trial itself (train -> these -> report to Tune) is `steep.pipeline.tune.run_trial`; this module holds
+what runs on the trial's Ray node and needs no MLflow or Tune: load the trained model as the server would
+(LoRA merged, `serving.precision`), summarize the validation texts, score them with ROUGE (ray_jobs.evaluate).
+Only the validation split ever reaches here: the test split stays untouched for the gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pandas as pd
+
+from ray_jobs.evaluate import Evaluation, Role, evaluate
+from steep import models
+from steep.config import DECODING_KEYS, SteepConfig
+
+
+def decoding_settings(cfg: SteepConfig) -> dict[str, Any]:
+    """The serving section's decoding keys this config has (max_new_tokens, and repetition_penalty /
+    num_beams where steep has them): what the trial generates with, as the server would."""
+    return {key: getattr(cfg.serving, key) for key in DECODING_KEYS if key in type(cfg.serving).model_fields}
+
+
+def load_trained(cfg: SteepConfig, base_model_dir: str, model_dir: str) -> models.Summarizer:
+    """A trial's trained model, prepared as the server prepares it: an adapter over its base model (or the
+    full weights for training.method=full), LoRA merged, at `serving.precision`."""
+    if cfg.training.method == "full":
+        summarizer = models.load_for_inference(model_dir)
+    else:
+        summarizer = models.load_for_inference(base_model_dir, model_dir)
+    return summarizer.prepare(cfg.serving.precision)
+
+
+def score_validation(
+    cfg: SteepConfig, summarizer: models.Summarizer, validation: pd.DataFrame
+) -> tuple[Evaluation, str]:
+    """Summaries of the validation rows with the config's decoding settings, scored with ROUGE per row;
+    -> (the evaluation, the sha256 of the texts generation was given: what the trial read, recorded)."""
+    settings = decoding_settings(cfg)
+    given: list[str] = []
+
+    def summarize(texts: list[str]) -> list[str]:
+        given.extend(texts)
+        return summarizer.summarize(texts, batch_size=cfg.evaluation.batch_size, **settings)
+
+    return evaluate("trial", summarize, validation, role=Role.CHALLENGER), texts_digest(given)
+
+
+def texts_digest(texts: list[str]) -> str:
+    """sha256 over the texts in order, one per line."""
+    h = hashlib.sha256()
+    for text in texts:
+        h.update(str(text).encode())
+        h.update(b"\n")
+    return h.hexdigest()
