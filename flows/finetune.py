@@ -120,9 +120,10 @@ def train_task(
 
 @task(name="evaluate")
 def evaluate_task(
-    cfg: SteepConfig, splits: Splits, result: TrainResult, registry: Registry
+    cfg: SteepConfig, splits: Splits, result: TrainResult, registry: Registry, ray_address: str | None
 ) -> list[Evaluation]:
-    return evaluation.evaluate_run(cfg, splits, result, registry, log=get_run_logger().info)
+    log = get_run_logger().info
+    return evaluation.evaluate_run(cfg, splits, result, registry, log=log, ray_address=ray_address)
 
 
 @task(name="log evaluation")
@@ -249,7 +250,7 @@ def finetune_flow(
         result.run_id, provenance.run_tags(cfg, reason, trigger, report, flow_run_id=str(flow_run.id))
     )
 
-    outcome.evaluations = evaluate_task(cfg, splits, result, registry)
+    outcome.evaluations = evaluate_task(cfg, splits, result, registry, runtime.ray_address)
     log_evaluation_task(cfg, result.run_id, splits, outcome.evaluations)
     outcome.decision = gate_task(cfg, outcome.evaluations)
     outcome.version = register_task(cfg, registry, result, prepared, outcome.evaluations, outcome.decision)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rouge_score import rouge_scorer
@@ -263,6 +264,7 @@ class Candidate:
     role: Role
     load: Callable[[], object]
     cache_id: str | None = None
+    portable: bool = True  # `load` works on any node of the cluster (weights in MLflow or on shared storage)
 
 
 def pyfunc_summarizer(model_uri: str, precision: str = "auto") -> object:
@@ -273,13 +275,82 @@ def pyfunc_summarizer(model_uri: str, precision: str = "auto") -> object:
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().summarizer.prepare(precision)
 
 
+# --------------------------------------------------------------------------------------------- generate
+Generate = Callable[[Candidate, list[str]], list[str]]  # a candidate's summaries of texts, in order
+
+
+def in_process(generation: dict[str, Any], batch_size: int) -> Generate:
+    """Generate here: load the candidate, summarize with the decoding settings (`Summarizer.summarize`)."""
+
+    def run(cand: Candidate, texts: list[str]) -> list[str]:
+        return cand.load().summarize(texts, batch_size=batch_size, **generation)  # type: ignore[attr-defined]
+
+    return run
+
+
+def on_ray_nodes(
+    generation: dict[str, Any], batch_size: int, tracking_uri: str, log: Callable[[str], None] = print
+) -> Generate:
+    """Generate as Ray tasks, one per node that offers CPUs, each on a contiguous shard of the texts.
+
+    Each task loads the candidate on its node (from MLflow, or a folder every node sees) and uses the node's
+    CPUs; the shards come back in order. Candidates that only this machine can load stay in-process.
+    Needs a connected Ray (`ray.init`).
+    """
+    here = in_process(generation, batch_size)
+
+    def run(cand: Candidate, texts: list[str]) -> list[str]:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+        if not cand.portable or len(nodes) < 2 or len(texts) < 2:
+            return here(cand, texts)
+        nodes = nodes[: len(texts)]
+        step = -(-len(texts) // len(nodes))
+        task = ray.remote(_summarize_shard)
+        refs = [
+            task.options(
+                num_cpus=int(node["Resources"]["CPU"]),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            ).remote(cand.load, texts[i * step : (i + 1) * step], generation, batch_size, tracking_uri)
+            for i, node in enumerate(nodes)
+        ]
+        parts = ray.get(refs)
+        log(f"{cand.name}: {len(texts)} summaries as Ray tasks on {len(parts)} nodes "
+            f"({', '.join(f'{name}: {len(out)}' for name, out in parts)})")  # fmt: skip
+        return [text for _, out in parts for text in out]
+
+    return run
+
+
+def _summarize_shard(
+    load: Callable[[], object],
+    texts: list[str],
+    generation: dict[str, Any],
+    batch_size: int,
+    tracking_uri: str,
+) -> tuple[str, list[str]]:
+    """One Ray task: the node's name (its steep-node label on a steep stack) and the shard's summaries."""
+    import mlflow
+    import ray
+    import torch
+
+    mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs resolve through the driver's tracking server
+
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    ctx = ray.get_runtime_context()
+    name = ctx.get_node_labels().get("steep-node", ctx.get_node_id()[:8])
+    return name, load().summarize(texts, batch_size=batch_size, **generation)  # type: ignore[attr-defined]
+
+
 def evaluate_candidates(
     candidates: Sequence[Candidate],
     test: pd.DataFrame,
     split_digest: str,
     *,
+    generate: Generate,
     max_new_tokens: int,
-    batch_size: int,
     cache_dir: Path,
     settings: dict,
     log: Callable[[str], None] = print,
@@ -288,12 +359,10 @@ def evaluate_candidates(
     results = [evaluate_lead1(test)]
     for cand in candidates:
         key = cache_key(cand.cache_id, split_digest, settings) if cand.cache_id else None
-        loaded: list[object] = []
 
-        def summarize(texts: list[str], cand: Candidate = cand, loaded: list[object] = loaded) -> list[str]:
+        def summarize(texts: list[str], cand: Candidate = cand) -> list[str]:
             log(f"{cand.name}: generating {len(texts)} summaries (up to {max_new_tokens} tokens each)")
-            loaded.append(cand.load())
-            return loaded[0].summarize(texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            return generate(cand, texts)
 
         ev = evaluate(
             cand.name, summarize, test, role=cand.role, cache_dir=cache_dir if key else None, key=key

@@ -373,6 +373,11 @@ class ServingConfig(Section):
     max_new_tokens: int = Field(
         48, ge=1, le=4096, description="summary length limit, in tokens; evaluation generates with it too"
     )
+    repetition_penalty: float = Field(
+        1.0, ge=1.0, le=2.0,
+        description="> 1 makes tokens a summary already generated less likely (the text's own words are not "
+        "penalized); evaluation generates with it too; requests may set their own",
+    )  # fmt: skip
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="generation precision, for serving and for evaluation; auto: bf16 on GPU and on CPUs "

@@ -55,6 +55,7 @@ class Request:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0  # > 1: tokens this row generated already get less likely (not the prompt)
     on_text: Callable[[str], None] | None = None
 
 
@@ -263,6 +264,7 @@ class StaticBatch:
         eos = _eos_ids(self.tokenizer)
         ids, mask = _padded([r.prompt for _, r in waiting], self.tokenizer.pad_token_id, self.left_padded)
         sampling = any(row.request.temperature > 0 for row in rows)
+        penalties = any(row.request.repetition_penalty != 1.0 for row in rows)
         # per-row temperature and top-p are _RowSampling's: the model's own sampling defaults stay out
         sample = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if sampling else {}
         config = GenerationConfig(
@@ -279,7 +281,9 @@ class StaticBatch:
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 generation_config=config,
-                logits_processor=LogitsProcessorList([_RowSampling(rows)] if sampling else []),
+                logits_processor=LogitsProcessorList(
+                    ([_RowPenalty(rows)] if penalties else []) + ([_RowSampling(rows)] if sampling else [])
+                ),
                 stopping_criteria=StoppingCriteriaList([_RowWatch(rows, self.tokenizer, eos)]),
             )
         for row in rows:
@@ -334,6 +338,8 @@ def _choose(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
     """The next token of each row: argmax for greedy rows, a sample under its own settings for the rest."""
     import torch
 
+    if any(row.request.repetition_penalty != 1.0 and row.tokens for row in rows):
+        logits = _penalized(logits, rows)
     tokens = logits.argmax(-1).tolist()
     for i, row in enumerate(rows):
         r = row.request
@@ -341,6 +347,32 @@ def _choose(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
             probs = _adjusted(logits[i].float(), r.temperature, r.top_p).softmax(-1)
             tokens[i] = int(torch.multinomial(probs, 1))
     return tokens
+
+
+def _penalized(logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+    """Each row's logits with its repetition penalty on the tokens it generated so far (CTRL's rule:
+    positive logits divided, negative ones multiplied). The prompt is not penalized: a summary may copy it."""
+    import torch
+
+    logits = logits.clone()
+    for i, row in enumerate(rows):
+        penalty = row.request.repetition_penalty
+        if penalty == 1.0 or not row.tokens:
+            continue
+        seen = torch.tensor(sorted(set(row.tokens)), device=logits.device)
+        picked = logits[i, seen]
+        logits[i, seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits
+
+
+class _RowPenalty:
+    """transformers logits processor: per-row repetition penalty in a StaticBatch (see `_penalized`)."""
+
+    def __init__(self, rows: list[_Row]) -> None:
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return _penalized(scores, self.rows)
 
 
 class _RowSampling:

@@ -380,9 +380,12 @@ class Summarizer:
     def causal(self) -> bool:
         return self.fmt.kind == "causal"
 
-    def summarize(self, texts: list[str], max_new_tokens: int = 48, batch_size: int = 8) -> list[str]:
+    def summarize(
+        self, texts: list[str], max_new_tokens: int = 48, batch_size: int = 8, repetition_penalty: float = 1.0
+    ) -> list[str]:
         """Greedy summaries, at most `batch_size` generating at a time; returned in input order."""
-        requests = [self.request(t, max_new_tokens=max_new_tokens) for t in texts]
+        settings = {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
+        requests = [self.request(t, **settings) for t in texts]
         return [done.text for done in self.generate(requests, max_rows=batch_size)]
 
 

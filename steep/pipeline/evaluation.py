@@ -4,7 +4,9 @@ and the promotion decision from their roles.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -12,18 +14,21 @@ import pandas as pd
 from ray_jobs.evaluate import (
     Candidate,
     Evaluation,
+    Generate,
     Role,
     compare,
     comparison_plot,
     evaluate_candidates,
+    in_process,
     intervals_plot,
+    on_ray_nodes,
     predictions_table,
     pyfunc_summarizer,
 )
 from steep import models
 from steep.config import SteepConfig
 from steep.data import Splits
-from steep.pipeline.training import TrainResult
+from steep.pipeline.training import TrainResult, _RaySession
 from steep.registry import CHAMPION, GateDecision, Registry, promotion_decision
 from steep.significance import DEFAULT_CONFIDENCE
 
@@ -44,6 +49,7 @@ def candidates(cfg: SteepConfig, result: TrainResult, registry: Registry) -> lis
             Role.BASE,
             lambda: models.load_for_inference(result.base_model_dir, fmt=fmt).prepare(precision),
             cache_id=f"base:{cfg.model.source}:{fmt}",
+            portable=False,  # its folder is on this machine (and cached after the first run)
         ),
     ]
     champion = registry.alias(CHAMPION)
@@ -66,29 +72,55 @@ def evaluate_run(
     result: TrainResult,
     registry: Registry,
     log: Callable[[str], None] = print,
+    ray_address: str | None = None,
 ) -> list[Evaluation]:
     """Lead-1 and every candidate on the test split (at most `evaluation.max_examples` rows), the challenger
     with its bootstrap intervals against each of them (whole groups of `data.group_column` resampled)."""
     test = splits.test
     if cfg.evaluation.max_examples:
         test = test.head(cfg.evaluation.max_examples)
+    generation = decoding(cfg)
     settings = {
-        "max_new_tokens": cfg.serving.max_new_tokens,
+        **generation,
         "precision": cfg.serving.precision,
         "max_source_tokens": cfg.model.max_source_tokens,
         "rows": len(test),
     }
-    evaluations = evaluate_candidates(
-        candidates(cfg, result, registry),
-        test,
-        splits.digests["test"],
-        max_new_tokens=cfg.serving.max_new_tokens,
-        batch_size=cfg.evaluation.batch_size,
-        cache_dir=cfg.home / "cache" / "eval",
-        settings=settings,
-        log=log,
-    )
+    with _generator(cfg, generation, ray_address, log) as generate:
+        evaluations = evaluate_candidates(
+            candidates(cfg, result, registry),
+            test,
+            splits.digests["test"],
+            generate=generate,
+            max_new_tokens=cfg.serving.max_new_tokens,
+            cache_dir=cfg.home / "cache" / "eval",
+            settings=settings,
+            log=log,
+        )
     return with_intervals(cfg, test, evaluations)
+
+
+def decoding(cfg: SteepConfig) -> dict[str, Any]:
+    """The decoding settings the server uses: the gate scores what users are served."""
+    serving = cfg.serving
+    return {"max_new_tokens": serving.max_new_tokens, "repetition_penalty": serving.repetition_penalty}
+
+
+@contextlib.contextmanager
+def _generator(
+    cfg: SteepConfig, generation: dict[str, Any], ray_address: str | None, log: Callable[[str], None]
+) -> Iterator[Generate]:
+    """Where candidates generate: as Ray tasks over the nodes of the stack's cluster when it has several
+    with CPUs, else in this process (a single node gains nothing from a task per node)."""
+    batch = cfg.evaluation.batch_size
+    if not ray_address:
+        yield in_process(generation, batch)
+        return
+    with _RaySession(ray_address) as ray_session:
+        if len(ray_session.connect()) < 2:
+            yield in_process(generation, batch)
+        else:
+            yield on_ray_nodes(generation, batch, mlflow.get_tracking_uri(), log)
 
 
 def interval_level(cfg: SteepConfig) -> float:

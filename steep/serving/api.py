@@ -165,7 +165,7 @@ def build_app(serving: ServingConfig, engine: Callable[[], Engine], model_name: 
         """OpenAI's completions: each prompt is a text to summarize; `stream: true` answers with SSE."""
         served = engine()
         version = served.pinned_version(body.model)
-        settings = body.settings(serving.max_new_tokens)
+        settings = body.settings()
         texts = body.texts()
         reply = _Reply("cmpl")
         if body.stream:
@@ -204,7 +204,7 @@ def build_app(serving: ServingConfig, engine: Callable[[], Engine], model_name: 
                 "content of a message with role user",
                 "messages",
             )
-        settings = body.settings(serving.max_new_tokens)
+        settings = body.settings()
         reply = _Reply("chatcmpl")
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)

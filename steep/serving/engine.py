@@ -161,8 +161,9 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ async front
     def default_settings(self) -> dict[str, Any]:
-        """How /summarize generates: greedy, serving.max_new_tokens (what evaluation scored)."""
-        return {"max_new_tokens": self.cfg.serving.max_new_tokens}
+        """How /summarize generates: greedy, with serving's decoding settings (what evaluation scored)."""
+        serving = self.cfg.serving
+        return {"max_new_tokens": serving.max_new_tokens, "repetition_penalty": serving.repetition_penalty}
 
     async def generate(
         self,

@@ -88,19 +88,25 @@ def request_types(
         max_tokens: Tokens | None = Field(None, description="default: serving.max_new_tokens")
         temperature: float = Field(0.0, ge=0, le=2, description="0 (the default): greedy decoding")
         top_p: float = Field(1.0, gt=0, le=1)
+        repetition_penalty: float | None = Field(
+            None, ge=1, le=2, description="as vLLM's; > 1 discourages repeating generated tokens. "
+            "Default: serving.repetition_penalty (what evaluation scored)",
+        )  # fmt: skip
         stop: Stop | Annotated[list[Stop], Field(max_length=4)] | None = None
         stream: bool = False
         n: Annotated[Literal[1], BeforeValidator(_not_a_boolean)] = Field(
             1, description="one choice per prompt"
         )
 
-        def settings(self, default_tokens: int) -> dict[str, Any]:
-            """steep.generation.Request fields."""
+        def settings(self) -> dict[str, Any]:
+            """steep.generation.Request fields, serving's defaults where the request says nothing."""
             stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+            penalty = self.repetition_penalty
             return {
-                "max_new_tokens": self.max_tokens or default_tokens,
+                "max_new_tokens": self.max_tokens or serving.max_new_tokens,
                 "temperature": self.temperature,
                 "top_p": self.top_p,
+                "repetition_penalty": serving.repetition_penalty if penalty is None else penalty,
                 "stop": tuple(stops),
             }
 
@@ -143,8 +149,8 @@ def request_types(
             users = [m for m in self.messages if m.role == "user" and m.text().strip()]
             return users[-1].text() if users else None
 
-        def settings(self, default_tokens: int) -> dict[str, Any]:
-            found = super().settings(default_tokens)
+        def settings(self) -> dict[str, Any]:
+            found = super().settings()
             if self.max_completion_tokens:
                 found["max_new_tokens"] = self.max_completion_tokens
             return found

@@ -12,6 +12,7 @@ from ray_jobs.evaluate import (
     comparison_plot,
     evaluate,
     evaluate_candidates,
+    in_process,
     intervals_plot,
     lead1,
     predictions_table,
@@ -66,7 +67,7 @@ def test_evaluate_caches_by_key(tmp_path):
 
 
 class Echo:
-    def summarize(self, texts, max_new_tokens, batch_size):
+    def summarize(self, texts, max_new_tokens, batch_size, repetition_penalty=1.0):
         return [" ".join(t.split()[:max_new_tokens]) for t in texts]
 
 
@@ -81,11 +82,12 @@ def test_candidates_load_lazily_and_cache_only_stable_models(tmp_path):
         Candidate("challenger", Role.CHALLENGER, load),
         Candidate("base", Role.BASE, load, cache_id="base:x"),
     ]
-    kwargs = dict(max_new_tokens=4, batch_size=2, cache_dir=tmp_path, settings={"n": 2}, log=lambda _: None)
-    first = evaluate_candidates(cands, TEST, "digest", **kwargs)
+    generate = in_process({"max_new_tokens": 4}, batch_size=2)
+    kwargs = dict(generate=generate, max_new_tokens=4, cache_dir=tmp_path, settings={"n": 2})
+    first = evaluate_candidates(cands, TEST, "digest", log=lambda _: None, **kwargs)
     assert [e.name for e in first] == ["lead-1", "challenger", "base"] and len(loads) == 2
     assert [e.role for e in first] == [Role.BASELINE, Role.CHALLENGER, Role.BASE]
-    second = evaluate_candidates(cands, TEST, "digest", **kwargs)
+    second = evaluate_candidates(cands, TEST, "digest", log=lambda _: None, **kwargs)
     assert len(loads) == 3 and [e.cached for e in second] == [False, False, True]
     table = predictions_table(TEST, second)
     assert list(table.columns) == ["id", "text", "reference", "lead-1", "challenger", "base"]

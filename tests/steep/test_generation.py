@@ -152,6 +152,38 @@ def test_streamed_pieces_add_up_to_the_final_text(summarizer):
     assert summarizer.generate([summarizer.request(TEXTS[3], max_new_tokens=12)])[0].text == text
 
 
+def penalized_greedy(model, prompt: list[int], limit: int, eos: int, penalty: float) -> list[int]:
+    """The reference with a repetition penalty on the tokens generated so far (not the prompt's)."""
+    ids, out = list(prompt), []
+    with torch.inference_mode():
+        for _ in range(limit):
+            logits = model(torch.tensor([ids])).logits[0, -1].clone()
+            for seen in set(out):
+                logits[seen] = logits[seen] / penalty if logits[seen] > 0 else logits[seen] * penalty
+            token = int(logits.argmax())
+            if token == eos:
+                break
+            out.append(token)
+            ids.append(token)
+    return out
+
+
+def test_a_repetition_penalty_applies_to_generated_tokens_alone_in_both_batch_kinds(summarizer):
+    tok = summarizer.tokenizer
+    requests = [summarizer.request(t, max_new_tokens=12, repetition_penalty=1.8) for t in TEXTS]
+    reference = [penalized_greedy(summarizer.model, r.prompt, 12, tok.eos_token_id, 1.8) for r in requests]
+    expected = [tok.decode(ids, skip_special_tokens=True).strip() for ids in reference]
+    assert [c.text for c in summarizer.generate(requests)] == expected  # iteration-level Decoder
+    static = StaticBatch(summarizer.model, tok, left_padded=True)
+    for i, r in enumerate(requests):
+        static.add(i, r)
+    assert [
+        c.text for _, c in sorted(static.step(), key=lambda kc: kc[0])
+    ] == expected  # transformers' generate
+    plain = [summarizer.request(t, max_new_tokens=12) for t in TEXTS]
+    assert [c.text for c in summarizer.generate(plain)] != expected  # it changes what greedy picks
+
+
 def test_a_sampled_row_leaves_the_greedy_rows_of_its_batch_greedy(summarizer):
     expected = [greedy_text(summarizer, summarizer.request(t).prompt, 8)[0] for t in TEXTS[:2]]
     sampled = []

@@ -147,7 +147,7 @@ def test_a_completion_answers_every_prompt_and_sums_the_usage(client, served):
         (1, "charlie", "stop"),
     ]
     assert reply["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-    asked = {"max_new_tokens": 3, "temperature": 0.0, "top_p": 1.0, "stop": ("x",)}
+    asked = {"max_new_tokens": 3, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0, "stop": ("x",)}
     assert served.summarizer.settings == [asked, asked]
 
 

@@ -192,7 +192,8 @@ def test_concurrent_callers_join_the_running_batch_and_each_gets_its_own_answers
     assert streamed[:-1] == ["st", "reamed"] and streamed[-1][1].text == "streamed"
     assert streamed[-1][0].version == "1"
     assert [s.summary for s in summaries] == ["delta", "echo", "foxtrot"]
-    default = {"max_new_tokens": engine.cfg.serving.max_new_tokens}
+    default = engine.default_settings()
+    assert default == {"max_new_tokens": engine.cfg.serving.max_new_tokens, "repetition_penalty": 1.0}
     assert served.summarizer.settings.count(settings) == 2  # r2 and the stream, as asked
     assert served.summarizer.settings.count(default) == 6  # the others: /summarize's settings
 
