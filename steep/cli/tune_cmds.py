@@ -54,7 +54,8 @@ def tune_command(
     console.print(
         f"tuning {escape(cfg.model.source)}: {t.trials} trials within {t.time_budget} on {where}, "
         f"over {', '.join(t.space)}; training on {len(splits.train)} rows, judged on the "
-        f"{len(splits.validation)} validation rows ({metric}); the test split is not used"
+        f"{len(splits.validation)} validation rows ({metric}); the test split is not used",
+        soft_wrap=True,
     )
     result = tune(
         cfg,
@@ -72,7 +73,8 @@ def tune_command(
     console.print(
         f"[green]best[/] trial {best.index}/{result.trials}: validation {metric} "
         f"{(best.val_score or 0) * 100:.2f}{versus}, in {result.seconds:.0f} s; "
-        f"MLflow run {result.parent_run_id} ({result.parent_name})"
+        f"MLflow run {result.parent_run_id} ({result.parent_name})",
+        soft_wrap=True,
     )
     base, overlay = _shown(files[0]), _shown(result.overlay)
     console.print(

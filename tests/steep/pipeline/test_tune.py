@@ -325,3 +325,25 @@ def test_a_plan_knows_the_most_epochs_a_trial_can_train():
     plan = plan_space(with_space({"training.epochs": {"randint": [1, 4]}}))
     assert plan.max_epochs(1) == 4
     assert math.isclose(settle(pd.Series([0.12345]).iloc[0]), 0.1235)  # numpy floats settle too
+
+
+def test_early_stopping_stops_the_worse_half_but_never_the_defaults():
+    from ray.tune.schedulers import TrialScheduler
+
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    stopped: dict[str, int] = {}
+    asha = tuning._asha(3, stopped, defaults=True)
+    defaults, good, bad = Trial("abcde_00000"), Trial("abcde_00001"), Trial("abcde_00002")
+    for trial in (defaults, good, bad):
+        asha.on_trial_add(None, trial)
+    assert asha.on_trial_result(None, good, {"epoch": 1, "val_loss": 2.0}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, bad, {"epoch": 1, "val_loss": 4.0}) == TrialScheduler.STOP
+    assert stopped == {"abcde_00002": 1}
+    # the defaults are worse than both: ASHA would stop them, steep keeps them as the reference
+    assert asha.on_trial_result(None, defaults, {"epoch": 1, "val_loss": 5.0}) == TrialScheduler.CONTINUE
+    assert "abcde_00000" not in stopped
+    # reaching the last epoch does not stop a trial: it still has to be scored
+    assert asha.on_trial_result(None, good, {"epoch": 3, "val_loss": 1.0}) == TrialScheduler.CONTINUE
