@@ -20,7 +20,9 @@ import psutil
 import pytest
 import torch
 
+from ray_jobs.evaluate import Candidate, Role, on_ray_nodes
 from steep.config import SteepConfig, dump_config
+from steep.pipeline import training
 from steep.stack import current, daemons, teardown
 from steep.stack.record import provisioned_targets
 from tests.conftest_train import INSTRUCTION, tiny_causal, toy_frame
@@ -178,3 +180,24 @@ def worker_node_of_a_rank(home: Path) -> psutil.Process:
     leader = daemons.read_pid(svc)
     assert leader is not None
     return leader
+
+
+def test_evaluation_generates_as_ray_tasks_on_every_worker_node(stack) -> None:
+    home, _ = stack
+    record = current(home)
+    texts = [f"text number {i}" for i in range(10)]
+
+    class Upper:  # a model stand-in, shipped to the nodes by value
+        def summarize(self, texts: list[str], batch_size: int, **generation: object) -> list[str]:
+            return [t.upper() for t in texts]
+
+    lines: list[str] = []
+    with training._RaySession(record.ray_address) as session:
+        assert len(session.connect()) == NODES  # the head offers no CPU
+        generate = on_ray_nodes({"max_new_tokens": 4}, 2, record.mlflow_tracking_uri, lines.append)
+        out = generate(Candidate("challenger", Role.CHALLENGER, lambda: Upper()), texts)
+        local = generate(Candidate("base", Role.BASE, lambda: Upper(), portable=False), texts)
+    assert out == local == [t.upper() for t in texts]  # shards come back in order
+    [line] = lines  # only the portable candidate went to the nodes
+    assert f"10 summaries as Ray tasks on {NODES} nodes" in line, line
+    assert all(f"ray-worker-{i}: " in line for i in range(1, NODES + 1)), line
