@@ -16,13 +16,7 @@ import pandas as pd
 
 from ray_jobs.evaluate import Evaluation, Role, evaluate
 from steep import models
-from steep.config import DECODING_KEYS, SteepConfig
-
-
-def decoding_settings(cfg: SteepConfig) -> dict[str, Any]:
-    """The serving section's decoding keys this config has (max_new_tokens, and repetition_penalty /
-    num_beams where steep has them): what the trial generates with, as the server would."""
-    return {key: getattr(cfg.serving, key) for key in DECODING_KEYS if key in type(cfg.serving).model_fields}
+from steep.config import SteepConfig
 
 
 def load_trained(cfg: SteepConfig, base_model_dir: str, model_dir: str) -> models.Summarizer:
@@ -36,16 +30,16 @@ def load_trained(cfg: SteepConfig, base_model_dir: str, model_dir: str) -> model
 
 
 def score_validation(
-    cfg: SteepConfig, summarizer: models.Summarizer, validation: pd.DataFrame
+    cfg: SteepConfig, summarizer: models.Summarizer, validation: pd.DataFrame, generation: dict[str, Any]
 ) -> tuple[Evaluation, str]:
-    """Summaries of the validation rows with the config's decoding settings, scored with ROUGE per row;
-    -> (the evaluation, the sha256 of the texts generation was given: what the trial read, recorded)."""
-    settings = decoding_settings(cfg)
+    """Summaries of the validation rows with the decoding settings `generation` (what evaluation and the
+    server use: steep.pipeline.evaluation.decoding), scored with ROUGE per row; -> (the evaluation, the
+    sha256 of the texts generation was given: what the trial read, recorded)."""
     given: list[str] = []
 
     def summarize(texts: list[str]) -> list[str]:
         given.extend(texts)
-        return summarizer.summarize(texts, batch_size=cfg.evaluation.batch_size, **settings)
+        return summarizer.summarize(texts, batch_size=cfg.evaluation.batch_size, **generation)
 
     return evaluate("trial", summarize, validation, role=Role.CHALLENGER), texts_digest(given)
 

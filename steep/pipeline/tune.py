@@ -44,6 +44,7 @@ from steep.config import Distribution, SteepConfig, _format_errors, parse_durati
 from steep.data import Splits, frame_digest
 from steep.errors import SteepError
 from steep.pipeline import training
+from steep.pipeline.evaluation import decoding
 from steep.quiet import quiet_third_parties
 from steep.registry import METRIC_LABELS
 
@@ -245,7 +246,8 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
             tags=tags, log_model=False,
         )  # fmt: skip
         summarizer = tune_trial.load_trained(cfg, result.base_model_dir, result.model_dir)
-        evaluation, generated = tune_trial.score_validation(cfg, summarizer, splits.validation)
+        generation = decoding(cfg)  # as evaluation and the server generate
+        evaluation, generated = tune_trial.score_validation(cfg, summarizer, splits.validation, generation)
         node = _node_name(ray)
         _log_trial(result.run_id, cfg, evaluation, splits.validation, node)
         mlflow.MlflowClient().set_tag(result.run_id, GENERATED_TAG, generated)
