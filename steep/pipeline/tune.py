@@ -852,6 +852,7 @@ def trials_plot(outcomes: Sequence[TrialOutcome], metric: str, path: Path, best:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
     for o in outcomes:
@@ -874,6 +875,8 @@ def trials_plot(outcomes: Sequence[TrialOutcome], metric: str, path: Path, best:
     left.set_ylabel(f"validation {METRIC_LABELS[metric]} (F1 x 100)")
     left.set_title("best in green, the defaults in orange", fontsize=9)
     left.set_xticks([o.index for o in outcomes])
+    left.set_ylim(bottom=0)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("epoch")
     right.set_ylabel("validation loss per summary token")
     right.set_title("dotted: stopped before it was scored", fontsize=9)
