@@ -347,3 +347,23 @@ def test_early_stopping_stops_the_worse_half_but_never_the_defaults():
     assert "abcde_00000" not in stopped
     # reaching the last epoch does not stop a trial: it still has to be scored
     assert asha.on_trial_result(None, good, {"epoch": 3, "val_loss": 1.0}) == TrialScheduler.CONTINUE
+
+
+def test_a_trials_outcome_says_how_it_ended():
+    plan = plan_space(with_space({"training.learning_rate": {"loguniform": [1e-4, 1e-3]}}))
+    config = {"training.learning_rate": 0.000123456}
+    scored = {"epoch": 2, "step": 10, "val_loss": 2.5, "val_score": 0.21, "val_rougeL": 0.21, "run_id": "r1"}
+
+    def ended(trial_id, last, **kw):
+        options = {"error": None, "stopped": {"abcde_00001": 1}, "budget_hit": False, "show_node": False}
+        return tuning._outcome(trial_id, config, last, 0.0, plan=plan, defaults=True, **{**options, **kw})
+
+    done = ended("abcde_00000", scored)
+    assert (done.status, done.val_score, done.run_id, done.is_defaults) == ("finished", 0.21, "r1", True)
+    assert done.settings == {"training.learning_rate": 0.0001235} and done.val_loss == 2.5
+    early = ended("abcde_00001", {"epoch": 1, "step": 5, "val_loss": 3.0})
+    assert early.status == "stopped" and early.reason.startswith("stopped early at epoch 1 (ASHA")
+    late = ended("abcde_00002", {"epoch": 1, "step": 5, "val_loss": 3.0}, budget_hit=True)
+    assert (late.status, late.reason) == ("stopped", "stopped by the time budget")
+    broken = ended("abcde_00003", {}, error=ValueError("bad value"))
+    assert (broken.status, broken.reason, broken.is_defaults) == ("failed", "ValueError: bad value", False)
