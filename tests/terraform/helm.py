@@ -30,6 +30,15 @@ from tests.terraform.hcl import unquote
 
 REPO = Path(__file__).resolve().parents[2]
 CHARTS = REPO.parent / "shared" / "charts"
+VENDORED = Path(__file__).parent / "charts"  # pinned charts ../shared/charts does not hold (SOURCE.md there)
+
+
+def chart_dir(chart: str, version: str) -> Path:
+    """The unmodified chart at that version: vendored here, else in ../shared/charts."""
+    folder = f"{chart}-{version}"
+    return VENDORED / folder if (VENDORED / folder).is_dir() else CHARTS / folder
+
+
 TF = terraform_sources()
 PLATFORM = TF / "modules" / "platform"
 SAMPLE_PASSWORD = "sample-password"  # what set_sensitive passes in a real apply
@@ -108,7 +117,7 @@ class Release:
 
     @property
     def chart_dir(self) -> Path:
-        return CHARTS / f"{self.chart}-{self.version}"
+        return chart_dir(self.chart, self.version)
 
 
 def _hcl(path: Path) -> dict[str, Any]:

@@ -27,10 +27,10 @@ import yaml
 from steep.stack import prices
 from steep.stack.terraform import terraform_binary, terraform_sources
 from tests.terraform.hcl import Module, load_module, unquote
+from tests.terraform.helm import chart_dir
 
 TF = terraform_sources()
 CLOUDS = ["aws", "gcp", "azure"]
-CHARTS = Path(__file__).resolve().parents[2].parent / "shared" / "charts"
 
 
 def _block(body: dict[str, Any], name: str) -> dict[str, Any]:
@@ -310,7 +310,7 @@ def rendered() -> dict[str, Any]:
     )
     text = render_values(TF / "aws" / file, sample)
     version = unquote(mod.variables["cluster_autoscaler_chart_version"]["default"])
-    chart = CHARTS / f"cluster-autoscaler-{version}"
+    chart = chart_dir("cluster-autoscaler", version)
     with tempfile.TemporaryDirectory(prefix="steep-ca-") as tmp:
         Path(tmp, "values.yaml").write_text(text)
         done = subprocess.run(
