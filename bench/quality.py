@@ -75,7 +75,7 @@ def package_descriptions(out: Path, min_chars: int = 400, max_chars: int = 2000)
 def run_case(name: str, sets: list[str], folder: Path) -> dict:
     """`steep run` of this checkout's steep.yaml in `folder`; -> its scores and intervals from MLflow."""
     home = folder / ".steep"
-    argv = [sys.executable, "-m", "steep", "-c", str(REPO / "steep.yaml"), "run",
+    argv = [sys.executable, "-m", "steep", "run", "-c", str(REPO / "steep.yaml"),
             "--set", f"project.home={home}", *[a for s in sets for a in ("--set", s)]]  # fmt: skip
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'bench.db'}"}
     home.mkdir(parents=True, exist_ok=True)
