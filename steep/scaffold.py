@@ -499,7 +499,13 @@ def render_config(
             block = _comment_block(above[path], pad) if path in above else []
             if path in questions:
                 block += _comment_block(f"QUESTION: {questions[path]}", pad)
-            lines.append(_Line(pad, f"{name}: {yaml_value(value)}", comment, block, parent=prefix))
+            flow = f"{name}: {yaml_value(value)}"
+            if isinstance(value, dict) and value and len(pad + flow) > LINE_WIDTH:  # one key a line
+                lines.append(_Line(pad, f"{name}:", comment, block, parent=prefix))
+                for key, item in value.items():
+                    lines.append(_Line(pad + "  ", f"{yaml_value(key)}: {yaml_value(item)}", parent=path))
+                continue
+            lines.append(_Line(pad, flow, comment, block, parent=prefix))
 
     walk(SteepConfig, SteepConfig().model_dump(mode="json"), "", 0)
     return HEADER + _format(lines)
