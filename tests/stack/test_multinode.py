@@ -7,11 +7,13 @@ not the run; `steep provision` brings the dead node back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -132,19 +134,32 @@ def test_workers_spread_over_nodes_and_train_what_one_node_trains(stack, tmp_pat
 
 def test_a_killed_worker_node_costs_a_restart_not_the_run(stack, tmp_path: Path) -> None:
     home, sets = stack
-    root = project(tmp_path / "user", home, epochs=24, checkpoint_every_steps=20, max_failures=2)
-    proc = train(root)  # 480 steps: long enough for the kill to land mid-run
+    root = project(tmp_path / "user", home, epochs=40, checkpoint_every_steps=20, max_failures=2)
+    proc = train(root)  # 800 steps: long enough for the kill to land mid-run
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # what the user reads
+    reader.start()
     try:
-        checkpoints = home / "runs"
+        placed = "training on 2 workers across 2 Ray nodes ("
         deadline = time.monotonic() + 300
-        while not list(checkpoints.glob("*/ray/*/checkpoint_*")) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
+        while not (
+            any(placed in line for line in lines) and list((home / "runs").glob("*/ray/*/checkpoint_*"))
+        ):  # the ranks' nodes are printed, and a checkpoint exists
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
             time.sleep(0.2)
-        victim = worker_node_of_a_rank(home)
-        raylet = next(p for p in victim.children(recursive=True) if p.name() == "raylet")
-        raylet.send_signal(signal.SIGKILL)  # the node is gone, as when a machine is lost
+        nodes = next(line for line in lines if placed in line).split(placed)[1].split(")")[0].split(", ")
+        victim = nodes[-1]  # the node of rank 1
+        leader = daemons.read_pid(daemons.Service(victim, home, "", 0))
+        assert leader is not None
+        # the node is gone, as when a machine is lost: its raylet and every process on it, at once (a raylet
+        # killed alone leaves its workers running until the head notices, and a short run can finish first)
+        for gone in [leader, *leader.children(recursive=True), *daemons.stack_processes(home, victim)]:
+            with contextlib.suppress(psutil.Error):
+                gone.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        out = finished(proc)
+        assert proc.wait(timeout=600) == 0, "".join(lines)[-4000:]
+        reader.join(timeout=30)
+        out = "".join(lines)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -161,25 +176,6 @@ def test_a_killed_worker_node_costs_a_restart_not_the_run(stack, tmp_path: Path)
     code, text = steep(["provision", "--yes"], sets)
     assert code == 0 and "1 to add, 0 to change, 1 to destroy" in text, text
     assert daemons.running(home, daemons.ray_worker_names(NODES)) == set(daemons.ray_worker_names(NODES))
-
-
-def worker_node_of_a_rank(home: Path) -> psutil.Process:
-    """The `ray start` process of a worker node that hosts a training rank (from the run's nodes tag)."""
-    live: list[str] = []
-    deadline = time.monotonic() + 60
-    while not live and time.monotonic() < deadline:
-        for proc in daemons.stack_processes(home):
-            try:
-                if "ray::RayTrainWorker" in " ".join(proc.cmdline()):
-                    live.append(proc.environ().get("STEEP_SERVICE", ""))  # which daemon's raylet started it
-            except psutil.Error:
-                continue
-        live = sorted(n for n in live if daemons.is_ray_worker(n))
-    assert live, "no training worker found on a worker node"
-    svc = daemons.Service(live[-1], home, "", 0)
-    leader = daemons.read_pid(svc)
-    assert leader is not None
-    return leader
 
 
 def test_evaluation_generates_as_ray_tasks_on_every_worker_node(stack) -> None:
