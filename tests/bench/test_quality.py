@@ -17,7 +17,8 @@ def test_the_package_set_is_prose_and_summaries_of_the_installed_packages(tmp_pa
     assert len({r["summary"].lower() for r in rows}) == len(rows)  # a summary is never the answer twice
     for r in rows:
         assert 4 <= len(r["summary"].split()) <= 30 and 400 <= len(r["text"]) <= 2000
-        assert "](" not in r["text"] and "https://" not in r["text"] and "``" not in r["text"]  # no markup left
+        text = r["text"]
+        assert "](" not in text and "https://" not in text and "``" not in text  # no markup left
 
 
 def test_markup_goes_and_prose_stays():
