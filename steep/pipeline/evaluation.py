@@ -28,7 +28,7 @@ from ray_jobs.evaluate import (
 from steep import models
 from steep.config import SteepConfig
 from steep.data import Splits
-from steep.pipeline.training import TrainResult, _RaySession
+from steep.pipeline.training import RaySession, TrainResult
 from steep.registry import CHAMPION, GateDecision, Registry, promotion_decision
 from steep.significance import DEFAULT_CONFIDENCE
 
@@ -116,7 +116,7 @@ def _generator(
     if not ray_address:
         yield in_process(generation, batch)
         return
-    with _RaySession(ray_address) as ray_session:
+    with RaySession(ray_address) as ray_session:
         if len(ray_session.connect()) < 2:
             yield in_process(generation, batch)
         else:

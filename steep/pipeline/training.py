@@ -266,7 +266,7 @@ class _RayQueueSink:
 
 
 # --------------------------------------------------------------------------------------------- ray
-class _RaySession:
+class RaySession:
     """The Ray a run trains on: the stack's (`ray_address`), one already running here, or a local one.
 
     `connect()` joins or starts it, only when the run has Ray workers; leaving the `with` block stops a
@@ -277,7 +277,7 @@ class _RaySession:
         self.address = address
         self.started = False
 
-    def __enter__(self) -> _RaySession:
+    def __enter__(self) -> RaySession:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -389,7 +389,7 @@ def train(
     storage = f"{checkpoint_storage.rstrip('/')}/{run_name}" if checkpoint_storage else run_dir / "ray"
     config = _job_config(cfg, prepared, run_dir, fail_at_step)
     logger = tracking.MetricLogger(run_id)
-    with heartbeat.Heartbeat(client, run_id), _RaySession(ray_address) as ray_session:
+    with heartbeat.Heartbeat(client, run_id), RaySession(ray_address) as ray_session:
         try:
             events, placement = _place_workers(cfg, ray_session, run_dir, storage, resume)
             with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
@@ -484,7 +484,7 @@ def _job_config(
 
 
 def _place_workers(
-    cfg: SteepConfig, ray_session: _RaySession, run_dir: Path, storage: Path | str, resume: bool
+    cfg: SteepConfig, ray_session: RaySession, run_dir: Path, storage: Path | str, resume: bool
 ) -> tuple[Any, dict[str, Any]]:
     """Where the loop runs, in-process (workers=0) or on Ray; -> (the queue the driver reads events from,
     the loop's placement config: the sink rank 0 puts events into, its threads, on resume a checkpoint)."""

@@ -501,7 +501,7 @@ def tune(
     latest = training.latest_run(cfg)  # trials start runs: `steep train --resume` keeps meaning yours
     status = "FAILED"
     try:
-        with heartbeat.Heartbeat(client, parent_id), training._RaySession(ray_address) as ray_session:
+        with heartbeat.Heartbeat(client, parent_id), training.RaySession(ray_address) as ray_session:
             node_cpus = ray_session.connect()
             threads = cfg.tune.cpus_per_trial or min(node_cpus)
             context = trial_context(

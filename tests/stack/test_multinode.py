@@ -188,7 +188,7 @@ def test_evaluation_generates_as_ray_tasks_on_every_worker_node(stack) -> None:
             return [t.upper() for t in texts]
 
     lines: list[str] = []
-    with training._RaySession(record.ray_address) as session:
+    with training.RaySession(record.ray_address) as session:
         assert len(session.connect()) == NODES  # the head offers no CPU
         generate = on_ray_nodes({"max_new_tokens": 4}, 2, record.mlflow_tracking_uri, lines.append)
         out = generate(Candidate("challenger", Role.CHALLENGER, lambda: Upper()), texts)

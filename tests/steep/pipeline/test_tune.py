@@ -297,7 +297,7 @@ def test_when_no_trial_finishes_there_is_an_error_no_overlay_and_a_failed_parent
             return [2]
 
     failed = [outcome(1, "failed", reason="TrainingError: too big"), outcome(2, "failed", reason="x")]
-    monkeypatch.setattr(tuning.training, "_RaySession", NoRay)
+    monkeypatch.setattr(tuning.training, "RaySession", NoRay)
     monkeypatch.setattr(tuning, "_search", lambda *a, **k: failed)
     output = tmp_path / "tuned.yaml"
     with pytest.raises(TuneError, match="none of the 2 trials finished") as err:
