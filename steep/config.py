@@ -231,6 +231,12 @@ class LoraConfig(Section):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    layers: int | None = Field(
+        None,
+        ge=1,
+        description="adapt only the last N transformer blocks (decoder-only models): backward stops below "
+        "them, so a step costs less (on a 2-core CPU, half of SmolLM2's 30 blocks: ~25% faster); none: all",
+    )
 
 
 class PromptTuningConfig(Section):

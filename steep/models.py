@@ -235,6 +235,24 @@ def check_target_modules(model: torch.nn.Module, targets: list[str] | str) -> No
         )
 
 
+def last_blocks(model: torch.nn.Module, layers: int | None, kind: Kind) -> list[int] | None:
+    """The indices of the last `layers` transformer blocks (training.lora.layers); None: every block."""
+    if layers is None:
+        return None
+    if kind != "causal":
+        raise ModelError(
+            "training.lora.layers works with decoder-only models; this one is an encoder-decoder. "
+            "Remove training.lora.layers to adapt every block."
+        )
+    count = model.config.num_hidden_layers
+    if layers > count:
+        raise ModelError(
+            f"training.lora.layers is {layers}, but this model has {count} transformer blocks. "
+            f"Set it to {count} or less (or remove it to adapt every block)."
+        )
+    return None if layers == count else list(range(count - layers, count))
+
+
 def apply_method(model: PreTrainedModel, training: TrainingConfig, kind: Kind) -> torch.nn.Module:
     """Wrap the base model for training.method: LoRA adapter, soft prompt, or all weights trainable."""
     if training.method == "full":
@@ -244,13 +262,18 @@ def apply_method(model: PreTrainedModel, training: TrainingConfig, kind: Kind) -
 
     task = peft.TaskType.CAUSAL_LM if kind == "causal" else peft.TaskType.SEQ_2_SEQ_LM
     if training.method == "lora":
-        check_target_modules(model, training.lora.target_modules)
+        lora = training.lora
+        check_target_modules(model, lora.target_modules)
+        targets, blocks = lora.target_modules, last_blocks(model, lora.layers, kind)
+        if blocks is not None and targets == "all-linear":
+            targets = linear_module_names(model)  # peft takes a block list only with named targets
         config: Any = peft.LoraConfig(
             task_type=task,
-            r=training.lora.r,
-            lora_alpha=training.lora.alpha,
-            lora_dropout=training.lora.dropout,
-            target_modules=training.lora.target_modules,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=targets,
+            layers_to_transform=blocks,
         )
     else:
         config = peft.PromptTuningConfig(

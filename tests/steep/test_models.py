@@ -85,6 +85,37 @@ def test_methods_train_the_right_parameters(causal_dir, method):
         assert 0 < trainable < total
 
 
+def test_lora_layers_adapts_only_the_last_blocks_and_backward_stops_there(causal_dir):
+    import torch
+
+    model = models.load_model(causal_dir, "causal")
+    count = model.config.num_hidden_layers
+    training = TrainingConfig.model_validate({"lora": {"layers": 1}})
+    wrapped = models.apply_method(model, training, "causal")
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert adapted == {str(count - 1)}
+    ids = torch.tensor([[1, 2, 3, 4]])
+    wrapped(input_ids=ids, labels=ids).loss.backward()
+    first = wrapped.get_base_model().model.layers[0]
+    hidden = []
+    first.register_forward_hook(lambda _m, _i, out: hidden.append(out[0] if isinstance(out, tuple) else out))
+    wrapped(input_ids=ids)
+    assert not hidden[0].requires_grad  # nothing below the adapted blocks is in the backward graph
+
+
+def test_lora_layers_beyond_the_model_or_on_seq2seq_is_explained(causal_dir, seq2seq_dir):
+    model = models.load_model(causal_dir, "causal")
+    count = model.config.num_hidden_layers
+    too_many = TrainingConfig.model_validate({"lora": {"layers": count + 1}})
+    with pytest.raises(models.ModelError, match=f"has {count} transformer blocks"):
+        models.apply_method(model, too_many, "causal")
+    every = TrainingConfig.model_validate({"lora": {"layers": count}})
+    assert models.last_blocks(model, every.lora.layers, "causal") is None  # all of them: peft's default
+    seq2seq = models.load_model(seq2seq_dir, "seq2seq")
+    with pytest.raises(models.ModelError, match="decoder-only"):
+        models.apply_method(seq2seq, TrainingConfig.model_validate({"lora": {"layers": 1}}), "seq2seq")
+
+
 @pytest.mark.parametrize("which", ["causal", "seq2seq"])
 def test_summarize_keeps_order_and_bounds_length(which, causal_dir, seq2seq_dir, tmp_path):
     folder = causal_dir if which == "causal" else seq2seq_dir
