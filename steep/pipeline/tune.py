@@ -631,7 +631,11 @@ def _search(
     resources = {"cpu": context.threads, "gpu": 1 if cfg.training.use_gpu else 0}
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     max_epochs = plan.max_epochs(cfg.training.epochs)
-    scheduler = _asha(max_epochs, stopped, defaults=t.include_defaults) if t.early_stopping else None
+    scheduler = (
+        _asha(max_epochs, stopped, defaults=t.include_defaults, base_epochs=cfg.training.epochs)
+        if t.early_stopping
+        else None
+    )
     tuner = tune.Tuner(
         trainable,
         param_space=plan.domains(),
@@ -685,12 +689,13 @@ def _trial_id(path: str | None) -> str:
     return found.group(1) if found else ""
 
 
-def _asha(max_epochs: int, stopped: dict[str, int], defaults: bool) -> Any:
+def _asha(max_epochs: int, stopped: dict[str, int], defaults: bool, base_epochs: int | None = None) -> Any:
     """ASHA on the validation loss against epochs trained; records which trials it stopped, and where.
 
-    Trials that train to their last epoch are not stopped for having reached `max_t` (stop_last_trials off):
-    they still have to generate and be scored. The defaults' trial (trial 1 with tune.include_defaults)
-    counts in every rung but is never stopped: it is the score the others are measured against.
+    A trial that has trained its last epoch (its `training.epochs`, else `base_epochs`) is never stopped:
+    only its generation is left, and the loss does not rank ROUGE (a trial behind on loss may win). The
+    defaults' trial (trial 1 with tune.include_defaults) counts in every rung but is never stopped: it is
+    the score the others are measured against.
     """
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
@@ -698,6 +703,9 @@ def _asha(max_epochs: int, stopped: dict[str, int], defaults: bool) -> Any:
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             action = super().on_trial_result(tune_controller, trial, result)
             if action == TrialScheduler.STOP and defaults and trial_index(trial.trial_id) == 1:
+                return TrialScheduler.CONTINUE
+            last = getattr(trial, "config", {}).get("training.epochs", base_epochs or max_epochs)
+            if action == TrialScheduler.STOP and int(result.get("epoch", 0)) >= int(last):
                 return TrialScheduler.CONTINUE
             if action == TrialScheduler.STOP and "val_score" not in result:
                 stopped[trial.trial_id] = int(result.get("epoch", 0))

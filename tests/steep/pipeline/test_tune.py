@@ -349,6 +349,33 @@ def test_early_stopping_stops_the_worse_half_but_never_the_defaults():
     assert asha.on_trial_result(None, good, {"epoch": 3, "val_loss": 1.0}) == TrialScheduler.CONTINUE
 
 
+def test_a_trial_that_trained_its_last_epoch_is_scored_even_when_behind_on_loss():
+    from ray.tune.schedulers import TrialScheduler
+
+    class Trial:
+        def __init__(self, trial_id, epochs=None):
+            self.trial_id, self.config = trial_id, {} if epochs is None else {"training.epochs": epochs}
+
+    stopped: dict[str, int] = {}
+    asha = tuning._asha(2, stopped, defaults=False, base_epochs=2)
+    leader, short, behind = Trial("abcde_00000"), Trial("abcde_00001", epochs=1), Trial("abcde_00002")
+    for trial in (leader, short, behind):
+        asha.on_trial_add(None, trial)
+    assert asha.on_trial_result(None, leader, {"epoch": 1, "val_loss": 2.0}) == TrialScheduler.CONTINUE
+    # a 1-epoch trial behind at epoch 1 has finished training: only its generation is left
+    assert asha.on_trial_result(None, short, {"epoch": 1, "val_loss": 3.0}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, leader, {"epoch": 2, "val_loss": 1.5}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, behind, {"epoch": 1, "val_loss": 1.9}) == TrialScheduler.CONTINUE
+    # at epoch 2 (this trial's last) ASHA's rung would stop it: it is scored instead
+    assert asha.on_trial_result(None, behind, {"epoch": 2, "val_loss": 1.6}) == TrialScheduler.CONTINUE
+    assert stopped == {}
+    # a 2-epoch trial behind at epoch 1 still stops there
+    late = Trial("abcde_00003")
+    asha.on_trial_add(None, late)
+    assert asha.on_trial_result(None, late, {"epoch": 1, "val_loss": 9.0}) == TrialScheduler.STOP
+    assert stopped == {"abcde_00003": 1}
+
+
 def test_a_trials_outcome_says_how_it_ended():
     plan = plan_space(with_space({"training.learning_rate": {"loguniform": [1e-4, 1e-3]}}))
     config = {"training.learning_rate": 0.000123456}
