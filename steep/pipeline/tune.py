@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import logging
 import math
 import os
+import random
 import re
 import shlex
 import tempfile
@@ -104,6 +106,18 @@ class SpacePlan:
             return base_epochs
         values = dist.choice if dist.kind == "choice" else dist.args
         return max(1, int(max(v for v in values if isinstance(v, int | float))))
+
+    def distinct_points(self, trials: int, include_defaults: bool, seed: int) -> list[dict[str, Any]] | None:
+        """A space of choices only is drawn without repeats: up to `trials` distinct settings in a seeded
+        order, the config's own first (with tune.include_defaults). None when a key is a range: Ray Tune
+        samples those."""
+        if any(dist.kind != "choice" for dist in self.space.values()):
+            return None
+        values = itertools.product(*(list(dist.args) for dist in self.space.values()))
+        combos = [dict(zip(self.keys, combo, strict=True)) for combo in values]
+        random.Random(seed).shuffle(combos)
+        first = [dict(self.defaults)] if include_defaults else []
+        return (first + [c for c in combos if c not in first])[:trials]
 
     def domains(self) -> dict[str, Any]:
         """The space as Ray Tune samples it (randint's high end included, as the config says)."""
@@ -489,6 +503,10 @@ def tune(
     """
     t0 = time.time()
     plan = plan_space(cfg)
+    distinct = plan.distinct_points(cfg.tune.trials, cfg.tune.include_defaults, cfg.project.seed)
+    if distinct is not None and len(distinct) < cfg.tune.trials:
+        n = len(distinct)
+        log(f"tune.space holds {n} distinct settings: {n} trials, not {cfg.tune.trials}")
     if splits.validation.empty:
         raise TuneError(
             "steep tune judges trials on the validation split, and it is empty: set data.split.validation "
@@ -530,7 +548,7 @@ def tune(
     return TuneResult(
         parent_run_id=parent_id, parent_name=parent_name, metric=cfg.evaluation.metric, outcomes=outcomes,
         best=best, defaults=defaults, overlay=output, settings=settings, set_lines=set_lines(settings),
-        trials=cfg.tune.trials, seconds=time.time() - t0,
+        trials=len(outcomes), seconds=time.time() - t0,
     )  # fmt: skip
 
 
@@ -585,6 +603,9 @@ def _search(
 
     t = cfg.tune
     budget = parse_duration(t.time_budget)
+    distinct = plan.distinct_points(t.trials, t.include_defaults, cfg.project.seed)
+    points = distinct if distinct is not None else [dict(plan.defaults)] if t.include_defaults else []
+    total = len(distinct) if distinct is not None else t.trials
     names = short_keys(plan.keys)
     stopped: dict[str, int] = {}  # trial id -> the epoch ASHA stopped it at
     seconds: dict[str, float] = {}
@@ -611,7 +632,7 @@ def _search(
             seconds[trial.trial_id] = seconds.get(trial.trial_id, -time.time()) + time.time()
             outcome = outcome_of(trial, error)
             shown[trial.trial_id] = outcome
-            log(progress_line(outcome, t.trials, names, cfg.evaluation.metric))
+            log(progress_line(outcome, total, names, cfg.evaluation.metric))
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._done(trial, error=False)
@@ -626,7 +647,6 @@ def _search(
         def report(self, trials: list, done: bool, *sys_info: Any) -> None:
             return None
 
-    points = [dict(plan.defaults)] if t.include_defaults else []
     searcher = BasicVariantGenerator(points_to_evaluate=points, random_state=cfg.project.seed)
     resources = {"cpu": context.threads, "gpu": 1 if cfg.training.use_gpu else 0}
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
@@ -640,7 +660,7 @@ def _search(
         trainable,
         param_space=plan.domains(),
         tune_config=tune.TuneConfig(
-            num_samples=t.trials, search_alg=searcher, scheduler=scheduler, time_budget_s=budget
+            num_samples=total, search_alg=searcher, scheduler=scheduler, time_budget_s=budget
         ),
         run_config=tune.RunConfig(
             name=context.parent_name,

@@ -394,3 +394,18 @@ def test_a_trials_outcome_says_how_it_ended():
     assert (late.status, late.reason) == ("stopped", "stopped by the time budget")
     broken = ended("abcde_00003", {}, error=ValueError("bad value"))
     assert (broken.status, broken.reason, broken.is_defaults) == ("failed", "ValueError: bad value", False)
+
+
+def test_a_space_of_choices_is_drawn_without_repeats_defaults_first():
+    cfg = with_space(
+        {"training.learning_rate": {"choice": [1e-3, 2e-3]}, "training.lora.r": {"choice": [8, 16]}},
+        training={"learning_rate": 2e-3, "lora": {"r": 16}},
+    )
+    plan = plan_space(cfg)
+    every = plan.distinct_points(8, include_defaults=True, seed=1)
+    assert len(every) == 4 and every[0] == {"training.learning_rate": 2e-3, "training.lora.r": 16}
+    assert len({tuple(sorted(p.items())) for p in every}) == 4  # no setting twice
+    assert plan.distinct_points(2, include_defaults=False, seed=1) == plan.distinct_points(2, False, seed=1)
+    assert len(plan.distinct_points(3, include_defaults=False, seed=1)) == 3
+    ranged = plan_space(with_space({"training.learning_rate": {"loguniform": [1e-4, 1e-3]}}))
+    assert ranged.distinct_points(4, include_defaults=True, seed=1) is None  # Ray Tune samples ranges
