@@ -47,10 +47,16 @@ def setup(cfg: SteepConfig, tracking_uri: str | None = None) -> str:
     experiment = client.get_experiment_by_name(cfg.project.name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None
-    if tracking_uri is None:  # embedded: artifacts next to the database, not in the working directory
-        location = (cfg.home / ARTIFACTS_DIR).resolve().as_uri()
-    return client.create_experiment(cfg.project.name, artifact_location=location)
+    return client.create_experiment(cfg.project.name, artifact_location=artifact_location(uri))
+
+
+def artifact_location(uri: str) -> str | None:
+    """A local sqlite store keeps artifacts beside its database file (MLflow's default is ./mlruns in the
+    working directory, wherever a command ran); a tracking server decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    return (database.parent / ARTIFACTS_DIR).resolve().as_uri()
 
 
 def flat_params(cfg: SteepConfig) -> dict[str, str]:

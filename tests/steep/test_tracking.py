@@ -27,11 +27,17 @@ def test_embedded_sqlite_under_home_with_artifacts_beside_it(tmp_path, monkeypat
     assert (tmp_path / ".steep" / "mlflow.db").is_file()
 
 
-def test_a_given_uri_wins(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    tracking.setup(_cfg(tmp_path / "home"), uri)
+def test_a_given_uri_wins_and_its_artifacts_stay_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path / "home")
+    uri = f"sqlite:///{tmp_path / 'store' / 'elsewhere.db'}"
+    (tmp_path / "store").mkdir()
+    experiment = mlflow.MlflowClient(uri).get_experiment(tracking.setup(_cfg(tmp_path / "home"), uri))
     assert mlflow.get_tracking_uri() == uri
-    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "home" / "mlflow.db").exists()
+    assert (tmp_path / "store" / "elsewhere.db").is_file() and not (tmp_path / "home" / "mlflow.db").exists()
+    # not ./mlruns in whatever folder the command ran in
+    assert experiment.artifact_location == (tmp_path / "store" / "mlartifacts").as_uri()
+    assert tracking.artifact_location("http://tracking:5000") is None  # a server decides for itself
 
 
 def test_flat_params_are_dotted_strings():
