@@ -16,6 +16,7 @@ from steep.registry import (
 )
 from steep.significance import Interval
 from steep.stack import daemons
+from steep.tracking import artifact_location
 
 
 def scores(r1, r2, rl):
@@ -200,6 +201,8 @@ def tracking(request, tmp_path_factory):
         daemons.start(svc)
         uri = f"http://{svc.host}:{svc.port}"
     mlflow.set_tracking_uri(uri)
+    # artifacts beside the store, not in ./mlruns of the folder pytest runs in
+    MlflowClient().create_experiment("registry-test", artifact_location=artifact_location(uri))
     mlflow.set_experiment("registry-test")
     yield MlflowClient()
     mlflow.set_tracking_uri(None)
