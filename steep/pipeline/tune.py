@@ -503,10 +503,6 @@ def tune(
     """
     t0 = time.time()
     plan = plan_space(cfg)
-    distinct = plan.distinct_points(cfg.tune.trials, cfg.tune.include_defaults, cfg.project.seed)
-    if distinct is not None and len(distinct) < cfg.tune.trials:
-        n = len(distinct)
-        log(f"tune.space holds {n} distinct settings: {n} trials, not {cfg.tune.trials}")
     if splits.validation.empty:
         raise TuneError(
             "steep tune judges trials on the validation split, and it is empty: set data.split.validation "
@@ -606,6 +602,8 @@ def _search(
     distinct = plan.distinct_points(t.trials, t.include_defaults, cfg.project.seed)
     points = distinct if distinct is not None else [dict(plan.defaults)] if t.include_defaults else []
     total = len(distinct) if distinct is not None else t.trials
+    if total < t.trials:
+        log(f"tune.space holds {total} distinct settings: {total} trials, not {t.trials}")
     names = short_keys(plan.keys)
     stopped: dict[str, int] = {}  # trial id -> the epoch ASHA stopped it at
     seconds: dict[str, float] = {}
@@ -709,7 +707,7 @@ def _trial_id(path: str | None) -> str:
     return found.group(1) if found else ""
 
 
-def _asha(max_epochs: int, stopped: dict[str, int], defaults: bool, base_epochs: int | None = None) -> Any:
+def _asha(max_epochs: int, stopped: dict[str, int], defaults: bool, base_epochs: int) -> Any:
     """ASHA on the validation loss against epochs trained; records which trials it stopped, and where.
 
     A trial that has trained its last epoch (its `training.epochs`, else `base_epochs`) is never stopped:
@@ -724,7 +722,7 @@ def _asha(max_epochs: int, stopped: dict[str, int], defaults: bool, base_epochs:
             action = super().on_trial_result(tune_controller, trial, result)
             if action == TrialScheduler.STOP and defaults and trial_index(trial.trial_id) == 1:
                 return TrialScheduler.CONTINUE
-            last = getattr(trial, "config", {}).get("training.epochs", base_epochs or max_epochs)
+            last = trial.config.get("training.epochs", base_epochs)
             if action == TrialScheduler.STOP and int(result.get("epoch", 0)) >= int(last):
                 return TrialScheduler.CONTINUE
             if action == TrialScheduler.STOP and "val_score" not in result:

@@ -332,10 +332,10 @@ def test_early_stopping_stops_the_worse_half_but_never_the_defaults():
 
     class Trial:
         def __init__(self, trial_id):
-            self.trial_id = trial_id
+            self.trial_id, self.config = trial_id, {}
 
     stopped: dict[str, int] = {}
-    asha = tuning._asha(3, stopped, defaults=True)
+    asha = tuning._asha(3, stopped, defaults=True, base_epochs=3)
     defaults, good, bad = Trial("abcde_00000"), Trial("abcde_00001"), Trial("abcde_00002")
     for trial in (defaults, good, bad):
         asha.on_trial_add(None, trial)
