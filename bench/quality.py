@@ -2,8 +2,10 @@
 
 - legal: the legal summarization set (../shared/datasets; contract clauses -> plain-English summaries);
 - packages: software documentation -> one-line descriptions, built here from the metadata of the Python
-  packages installed beside steep (each distribution's long description and its author-written `Summary`).
-  Nothing is downloaded: the packages are the ones `bash scripts/bootstrap.sh` installed.
+  packages installed beside steep (bench/package_docs.py: each distribution's long description, cleaned to
+  prose, and its author-written `Summary`). Nothing is downloaded: the packages are the ones
+  `bash scripts/bootstrap.sh` installed, so the set changes with the resolver; the record says how many
+  descriptions were kept and why the others were dropped.
 
 Each case is the default steep.yaml of this checkout (only data and project.home changed) run as a user runs
 it, `steep run` in a fresh folder; the scores and the challenger's paired bootstrap intervals (95%, whole
@@ -21,55 +23,20 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib.metadata import distributions
 from pathlib import Path
+
+from bench import package_docs
 
 REPO = Path(__file__).resolve().parents[1]
 LEGAL = REPO.parent / "shared" / "datasets" / "legal_summarization" / "all_v1.json"
 RESULTS = REPO / "bench" / "results"
 MODELS = ("challenger", "base", "lead1")
 METRICS = ("rouge1", "rouge2", "rougeL")
-
-_MARKUP = [
-    (re.compile(r"!\[[^\]]*\]\([^)]*\)"), " "),  # markdown images (badges)
-    (re.compile(r"\[([^\]]*)\]\([^)]*\)"), r"\1"),  # markdown links -> their text
-    (re.compile(r"^\s*\.\. .*$", re.M), " "),  # rst directives
-    (re.compile(r"\|[A-Za-z0-9_ -]+\|"), " "),  # rst substitutions (badges)
-    (re.compile(r"`+"), ""),
-    (re.compile(r"^[#=\-~^*]{2,}\s*$", re.M), " "),  # rst heading underlines, rules
-    (re.compile(r"^#+\s*", re.M), ""),  # markdown heading marks
-    (re.compile(r"<[^>]+>"), " "),  # html tags
-    (re.compile(r"https?://\S+"), " "),
-    (re.compile(r"\s+"), " "),
-]
-
-
-def package_descriptions(out: Path, min_chars: int = 400, max_chars: int = 2000) -> int:
-    """Write id/text/summary JSONL from the installed distributions' metadata; -> rows written."""
-    rows, seen = [], set()
-    for dist in distributions():
-        meta = dist.metadata
-        name = (meta.get("Name") or "").lower()
-        summary = " ".join((meta.get("Summary") or "").split())
-        text = meta.get_payload() or meta.get("Description") or ""  # type: ignore[attr-defined]
-        for pattern, repl in _MARKUP:
-            text = pattern.sub(repl, text)
-        text = text.strip()
-        if not name or name in seen or name == "steep" or summary.lower() in seen:
-            continue
-        if len(text) < min_chars or not 4 <= len(summary.split()) <= 30:
-            continue
-        seen |= {name, summary.lower()}
-        rows.append({"id": name, "text": text[:max_chars], "summary": summary})
-    rows.sort(key=lambda r: r["id"])
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return len(rows)
 
 
 def run_case(name: str, sets: list[str], folder: Path) -> dict:
@@ -137,14 +104,15 @@ def main() -> None:
             print(table(cases[-1]), flush=True)
         if args.case in ("packages", "all"):
             data = root / "packages.jsonl"
-            rows = package_descriptions(data)
+            docs = package_docs.write_installed(data)
+            print(docs.describe(), flush=True)
             sets = [
                 f"data.source={data}", "data.sha256=null", "data.id_column=id", "data.text_column=text",
                 "data.summary_column=summary", "data.group_column=null", "validation.min_rows=50",
                 "model.instruction=Describe this software package in one sentence.", *args.set,
             ]  # fmt: skip
             case = run_case("packages", sets, root / "packages")
-            case["rows"] = rows
+            case["rows"], case["dropped"] = len(docs.rows), dict(docs.dropped)
             cases.append(case)
             print(table(cases[-1]), flush=True)
     record = {
