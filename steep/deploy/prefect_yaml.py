@@ -85,7 +85,7 @@ class DeployPlan:
 
 
 def module_entrypoint(entrypoint: str) -> str:
-    """'flows/finetune.py:finetune_flow' -> 'flows.finetune:finetune_flow' (module entrypoints pass as is)."""
+    """'steep/flows/finetune.py:finetune_flow' -> 'steep.flows.finetune:finetune_flow'; modules pass as is."""
     path, _, attr = entrypoint.rpartition(":")
     if not path or not attr:
         raise DeployError(f"entrypoint {entrypoint!r}: write path/to/file.py:flow_function")
@@ -163,7 +163,7 @@ def render(template: Any, values: dict[str, Any]) -> Any:
 def find_prefect_yaml(project_dir: Path) -> Path:
     """The project's own prefect.yaml when it has one, else the deployment definitions shipped with steep."""
     own = project_dir / PREFECT_YAML
-    return own if own.is_file() else Path(str(resources.files("flows") / PREFECT_YAML))
+    return own if own.is_file() else Path(str(resources.files("steep.flows") / PREFECT_YAML))
 
 
 def plan(

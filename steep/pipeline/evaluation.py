@@ -11,7 +11,11 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from ray_jobs.evaluate import (
+from steep import models
+from steep.config import SteepConfig
+from steep.data import Splits
+from steep.pipeline.training import RaySession, TrainResult
+from steep.ray_jobs.evaluate import (
     Candidate,
     Evaluation,
     Generate,
@@ -25,10 +29,6 @@ from ray_jobs.evaluate import (
     predictions_table,
     pyfunc_summarizer,
 )
-from steep import models
-from steep.config import SteepConfig
-from steep.data import Splits
-from steep.pipeline.training import RaySession, TrainResult
 from steep.registry import CHAMPION, GateDecision, Registry, promotion_decision
 from steep.significance import DEFAULT_CONFIDENCE
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from expectations.training_data import validate_training_data
 from steep.config import SteepConfig
 from steep.data import Dataset, Splits, load_dataset, split_dataset
 from steep.errors import SteepError
+from steep.expectations.training_data import validate_training_data
 from steep.validation import ValidationReport
 
 

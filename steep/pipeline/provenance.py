@@ -13,9 +13,9 @@ from typing import Any
 
 import mlflow
 
-from ray_jobs.evaluate import Evaluation
 from steep.config import SteepConfig
 from steep.pipeline.prepare import PreparedData
+from steep.ray_jobs.evaluate import Evaluation
 from steep.registry import GateDecision
 from steep.validation import ValidationReport
 

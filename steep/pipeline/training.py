@@ -31,11 +31,11 @@ import torch
 from mlflow.entities import Metric, Param
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ray_jobs import train as job
 from steep import heartbeat, models, tracking
 from steep.config import SteepConfig
 from steep.data import Splits
 from steep.errors import SteepError
+from steep.ray_jobs import train as job
 
 RUNS_DIR = "runs"
 LATEST_FILE = "latest"
@@ -572,7 +572,7 @@ def _timing(t0: float, bar: _Progress) -> dict[str, float]:
 
 
 def _fit(cfg: SteepConfig, config: dict[str, Any], storage: Path | str, run_name: str) -> Any:
-    """ray_jobs/train.py on a TorchTrainer: N workers, or in the driver's own process for workers=0."""
+    """steep/ray_jobs/train.py on a TorchTrainer: N workers, or in the driver's own process for workers=0."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # read when ray.train is imported: just below
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

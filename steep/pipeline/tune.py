@@ -40,7 +40,6 @@ import yaml
 from mlflow.entities import Metric, Param
 from pydantic import ValidationError
 
-from ray_jobs import tune_trial
 from steep import heartbeat, tracking
 from steep.config import Distribution, SteepConfig, _format_errors, parse_duration
 from steep.data import Splits, frame_digest
@@ -48,6 +47,7 @@ from steep.errors import SteepError
 from steep.pipeline import training
 from steep.pipeline.evaluation import decoding
 from steep.quiet import quiet_third_parties
+from steep.ray_jobs import tune_trial
 from steep.registry import METRIC_LABELS
 
 KIND_TAG = "steep.kind"  # "tune" on the parent run

@@ -32,13 +32,8 @@ RUNTIME_PACKAGES = (
     "fastapi", "pydantic", "pyyaml", "pandas", "httpx", "psutil", "great-expectations",
 )  # fmt: skip
 STORE_PACKAGES = {"aws": "s3fs", "gcp": "gcsfs", "azure": "adlfs"}  # fsspec filesystem of each cloud's bucket
-SOURCE_PACKAGES = ("steep", "expectations", "bentos")  # what the service imports, copied into the bento
-INCLUDE = [
-    "steep/**/*.py",
-    "expectations/**/*.py",
-    "bentos/**/*.py",
-    "bentos/**/*.html",
-]
+SOURCE_PACKAGES = ("steep",)  # what the service imports, copied into the bento
+INCLUDE = ["steep/**/*.py", "steep/bentos/**/*.html"]
 EXCLUDE = ["**/__pycache__/"]
 # telemetry off in the bento, as steep.quiet sets it: read before the service (which quiets the rest) loads
 BENTO_ENVS = ("BENTOML_DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY")

@@ -21,7 +21,7 @@ from steep.serving import ServingError
 from steep.serving.handoff import CONFIG_ENV, config_env
 
 # the BentoML service, imported by `bentoml serve` and `bentoml build`; its name in BentoML is "summarizer"
-SERVICE = "bentos.summarizer.service:SummarizerService"
+SERVICE = "steep.bentos.summarizer.service:SummarizerService"
 
 
 def bentoml_home(cfg: SteepConfig) -> Path:

@@ -52,7 +52,7 @@ class PlanSummary:
 
 def terraform_sources() -> Path:
     """The Terraform roots and modules shipped in steep's wheel (the `terraform` package's folder)."""
-    return Path(str(resources.files("terraform")))
+    return Path(str(resources.files("steep.terraform")))
 
 
 def terraform_binary() -> str:

@@ -19,7 +19,7 @@ def service_class(monkeypatch):
 
 def test_the_service_path_names_the_summarizer_service(monkeypatch):
     service = service_class(monkeypatch)
-    assert SERVICE == "bentos.summarizer.service:SummarizerService"
+    assert SERVICE == "steep.bentos.summarizer.service:SummarizerService"
     assert service.name == "summarizer"  # BentoML's name: metrics and the OpenAPI page say "summarizer"
     assert service.apis == {}  # every route is steep's own FastAPI app, mounted at "/"
     [(app, path, _)] = service.mount_apps

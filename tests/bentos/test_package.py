@@ -50,7 +50,7 @@ def test_the_bento_is_tagged_with_the_model_version_and_pins_it(packaged):
     reqs = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "torch==" in reqs and "--hash" not in reqs  # package locking off: our pins, not a resolved lock
     assert "+cpu" not in reqs
-    assert (bento / "src" / "bentos" / "summarizer" / "static" / "index.html").is_file()
+    assert (bento / "src" / "steep" / "bentos" / "summarizer" / "static" / "index.html").is_file()
     assert (out / "context" / "env" / "docker" / "Dockerfile").is_file()
     dockerfile = (out / "context" / "env" / "docker" / "Dockerfile").read_text()
     assert "EXPOSE 3123" in dockerfile or "EXPOSE 3000" in dockerfile

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from expectations.inference_batch import inference_rules, run_inference_suite
 from steep.config import SteepConfig
+from steep.expectations.inference_batch import inference_rules, run_inference_suite
 from steep.inference_log import record
 
 GOOD = "The licensee may not sublicense the software to any third party without written consent."

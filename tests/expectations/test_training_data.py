@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from expectations.training_data import training_rules, validate_training_data
 from steep.data import load_dataset
+from steep.expectations.training_data import training_rules, validate_training_data
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def worker_service(cfg: SteepConfig) -> daemons.Service:
 
 
 def check(cfg: SteepConfig):
-    from flows.drift import drift_check_flow
+    from steep.flows.drift import drift_check_flow
 
     return drift_check_flow(cfg)
 

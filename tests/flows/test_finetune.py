@@ -12,9 +12,9 @@ import time
 import mlflow
 import pytest
 
-from ray_jobs.evaluate import Role
 from steep.config import SteepConfig
 from steep.pipeline.prepare import prepare_splits
+from steep.ray_jobs.evaluate import Role
 from steep.registry import CHALLENGER, CHAMPION, Registry, model_name
 from tests.conftest_train import tiny_causal, toy_frame
 
@@ -50,7 +50,7 @@ def make_config(base: dict, **sections) -> SteepConfig:
 
 
 def run(cfg: SteepConfig):
-    from flows.finetune import finetune_flow
+    from steep.flows.finetune import finetune_flow
 
     return finetune_flow(cfg)
 
@@ -114,7 +114,7 @@ def test_a_failed_build_keeps_the_promotion_and_says_how_to_retry(base, registry
 
 
 def test_failed_validation_moves_nothing(base, registry):
-    from flows.finetune import ValidationFailed
+    from steep.flows.finetune import ValidationFailed
 
     before, count = champion_of(registry), len(registry.versions())
     with pytest.raises(ValidationFailed, match="nothing trained"):

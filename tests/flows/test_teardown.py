@@ -36,7 +36,7 @@ def prefect_home(tmp_path: Path) -> Iterator[None]:
 def test_an_unreachable_api_is_reported_not_raised(prefect_home) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows import teardown as teardown_flow
+    from steep.flows import teardown as teardown_flow
 
     with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
         problem = teardown_flow.api_problem()
@@ -47,7 +47,7 @@ def test_an_unreachable_api_is_reported_not_raised(prefect_home) -> None:
 def test_each_step_is_a_task_and_the_stack_is_forgotten(prefect_home, tmp_path: Path) -> None:
     from prefect import get_client
 
-    from flows import teardown as teardown_flow
+    from steep.flows import teardown as teardown_flow
 
     home = (tmp_path / ".steep").resolve()
     home.mkdir()

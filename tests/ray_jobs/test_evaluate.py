@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from ray_jobs.evaluate import (
+from steep.ray_jobs.evaluate import (
     Candidate,
     Evaluation,
     Role,

@@ -9,10 +9,10 @@ import mlflow
 import pytest
 import torch
 
-from ray_jobs import train as job
 from steep import models
 from steep.generation import resolve_precision
 from steep.pipeline.training import TrainingError, train
+from steep.ray_jobs import train as job
 from tests.conftest_train import tiny_config, toy_splits
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ray_jobs import train as job
 from steep.errors import SteepError
 from steep.pipeline.training import TrainingError, _translate_error
+from steep.ray_jobs import train as job
 from tests.conftest_train import tiny_config
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from ray_jobs import train as job
 from steep.pipeline.training import latest_run, runs_root, train
+from steep.ray_jobs import train as job
 from tests.conftest_train import tiny_config, toy_splits
 
 pytestmark = pytest.mark.integration

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ray_jobs.tune_trial import load_trained, score_validation, texts_digest
 from steep.config import SteepConfig
 from steep.pipeline.evaluation import decoding
+from steep.ray_jobs.tune_trial import load_trained, score_validation, texts_digest
 from tests.conftest_train import tiny_config, toy_splits
 
 

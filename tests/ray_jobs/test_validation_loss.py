@@ -7,9 +7,9 @@ import mlflow
 import pytest
 import torch
 
-from ray_jobs import train as job
 from steep import models
 from steep.pipeline.training import train
+from steep.ray_jobs import train as job
 from tests.conftest_train import tiny_config, toy_splits
 
 

@@ -87,7 +87,9 @@ def _provisioned(home: Path) -> None:
 
 
 def test_destroy_runs_the_flow_when_prefect_answers(cfg_sets, stack_home, monkeypatch, capsys) -> None:
-    from flows import teardown as teardown_flow  # Prefect reads its settings at import: not at collection
+    from steep.flows import (
+        teardown as teardown_flow,  # Prefect reads its settings at import: not at collection
+    )
 
     calls = []
     monkeypatch.setattr(teardown_flow, "api_problem", lambda: None)
@@ -101,7 +103,7 @@ def test_destroy_runs_the_flow_when_prefect_answers(cfg_sets, stack_home, monkey
 def test_destroy_tears_down_without_prefect_when_it_cannot_start(
     cfg_sets, stack_home, monkeypatch, capsys
 ) -> None:
-    from flows import teardown as teardown_flow
+    from steep.flows import teardown as teardown_flow
 
     monkeypatch.setattr(teardown_flow, "api_problem", lambda: "no server here")
     monkeypatch.setattr(teardown_flow, "teardown", lambda **kw: pytest.fail("the flow must not run"))

@@ -22,9 +22,9 @@ import psutil
 import pytest
 import torch
 
-from ray_jobs.evaluate import Candidate, Role, on_ray_nodes
 from steep.config import SteepConfig, dump_config
 from steep.pipeline import training
+from steep.ray_jobs.evaluate import Candidate, Role, on_ray_nodes
 from steep.stack import current, daemons, teardown
 from steep.stack.record import provisioned_targets
 from tests.conftest_train import INSTRUCTION, tiny_causal, toy_frame

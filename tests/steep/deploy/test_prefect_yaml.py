@@ -63,9 +63,9 @@ def test_entrypoints_import_the_flows(tmp_path):
     for spec in plan(config(tmp_path), None, project_dir=tmp_path).deployments:
         flow = spec.load_flow()
         assert hasattr(flow, "to_deployment"), spec.entrypoint
-    assert module_entrypoint("flows/drift.py:drift_check_flow") == "flows.drift:drift_check_flow"
+    assert module_entrypoint("steep/flows/drift.py:drift_check_flow") == "steep.flows.drift:drift_check_flow"
     with pytest.raises(DeployError, match=r"path/to/file\.py:flow_function"):
-        module_entrypoint("flows/drift.py")
+        module_entrypoint("steep/flows/drift.py")
 
 
 def test_cloud_stack_uses_its_kubernetes_pool(tmp_path):
@@ -86,8 +86,12 @@ def test_targets_key_limits_a_deployment(tmp_path):
         yaml.safe_dump(
             {
                 "deployments": [
-                    {"name": "everywhere", "entrypoint": "flows/teardown.py:teardown"},
-                    {"name": "cloud-only", "entrypoint": "flows/teardown.py:teardown", "targets": ["aws"]},
+                    {"name": "everywhere", "entrypoint": "steep/flows/teardown.py:teardown"},
+                    {
+                        "name": "cloud-only",
+                        "entrypoint": "steep/flows/teardown.py:teardown",
+                        "targets": ["aws"],
+                    },
                 ]
             }
         )

@@ -8,11 +8,11 @@ import mlflow
 import pandas as pd
 import pytest
 
-from ray_jobs.evaluate import Evaluation, Role, Scores
 from steep import tracking
 from steep.data import split_dataset
 from steep.pipeline.evaluation import candidates, decide, log_evaluation, with_intervals
 from steep.pipeline.training import TrainResult
+from steep.ray_jobs.evaluate import Evaluation, Role, Scores
 from steep.registry import interval_text
 from tests.conftest_train import toy_frame
 from tests.steep.pipeline.conftest import toy_config

@@ -6,11 +6,11 @@ import subprocess
 
 import mlflow
 
-from ray_jobs.evaluate import Evaluation, Role, Scores
 from steep import tracking
 from steep.data import Dataset, split_dataset
 from steep.pipeline.prepare import PreparedData
 from steep.pipeline.provenance import git_commit, run_tags, tag_run, version_tags
+from steep.ray_jobs.evaluate import Evaluation, Role, Scores
 from steep.registry import GateDecision
 from steep.validation import ValidationReport
 from tests.conftest_train import toy_frame

@@ -14,11 +14,11 @@ import yaml
 from typer.testing import CliRunner
 
 import steep.cli  # noqa: F401  (registers every command on the app)
-from ray_jobs.tune_trial import texts_digest
 from steep.cli.app import app, console
 from steep.config import load_config
 from steep.pipeline.prepare import prepare_splits
 from steep.pipeline.tune import GENERATED_TAG, KIND_TAG, OUTCOME_TAG, OVERLAY_MARK, SCORED_TAG
+from steep.ray_jobs.tune_trial import texts_digest
 from tests.conftest_train import INSTRUCTION, tiny_causal, toy_frame
 
 pytestmark = pytest.mark.integration

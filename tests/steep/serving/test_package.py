@@ -26,7 +26,7 @@ MODEL = ModelRef("steep-summarizer", "7", "abc123")
 def test_bentofile_pins_the_model_version_and_turns_locking_off():
     cfg = SteepConfig()
     spec = bentofile(cfg, MODEL)
-    assert spec["service"] == "bentos.summarizer.service:SummarizerService"
+    assert spec["service"] == "steep.bentos.summarizer.service:SummarizerService"
     assert spec["python"]["lock_packages"] is False
     assert any(p.startswith("torch==") for p in spec["python"]["packages"])
     assert spec["labels"]["steep.model_version"] == "7" and spec["labels"]["steep.run_id"] == "abc123"

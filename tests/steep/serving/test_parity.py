@@ -11,9 +11,9 @@ import peft
 import pytest
 import torch
 
-from ray_jobs.evaluate import pyfunc_summarizer
 from steep import models, tracking
 from steep.config import SteepConfig
+from steep.ray_jobs.evaluate import pyfunc_summarizer
 from steep.registry import Registry, model_name
 from steep.serving.engine import Engine
 from steep.serving.model_slot import registry_slot

@@ -18,7 +18,6 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
-from ray_jobs.evaluate import Evaluation
 from steep.approval import VERSION_TAG, approve_command
 from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset
@@ -27,6 +26,7 @@ from steep.pipeline import evaluation, provenance
 from steep.pipeline.prepare import PreparedData, ValidationFailed, split_validated, validate_dataset
 from steep.pipeline.training import TrainResult, train
 from steep.quiet import quiet_third_parties
+from steep.ray_jobs.evaluate import Evaluation
 from steep.registry import GateDecision, Registry
 from steep.runtime import Runtime
 from steep.serving.package import ModelRef, bento_version, build_bento

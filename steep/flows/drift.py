@@ -18,10 +18,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from expectations.inference_batch import BatchResult, run_inference_suite
 from steep import deploy
 from steep.config import SteepConfig, parse_duration
 from steep.drift import DriftReport, Reference, Sample, compare
+from steep.expectations.inference_batch import BatchResult, run_inference_suite
 from steep.inference_log import InferenceLog
 from steep.pipeline import drift_check
 from steep.quiet import quiet_third_parties

@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from ray_jobs.evaluate import Evaluation, Role, evaluate
 from steep import models
 from steep.config import SteepConfig
+from steep.ray_jobs.evaluate import Evaluation, Role, evaluate
 
 
 def load_trained(cfg: SteepConfig, base_model_dir: str, model_dir: str) -> models.Summarizer:

@@ -1,1 +1,0 @@
-"""The summarizer service: `bentoml serve bentos.summarizer.service:SummarizerService` (or `steep serve`)."""

@@ -1,0 +1,1 @@
+"""The summarizer service: `steep serve` (by hand: `bentoml serve steep.bentos.summarizer.service`)."""
