@@ -30,7 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.train_throughput import bench_home, cpu_name, hf_peft_model, legal_config, mlflow_tag  # noqa: E402
+from bench.train_throughput import bench_home, hf_peft_model, legal_config, mlflow_tag  # noqa: E402
+from steep.hardware import cpu_name  # noqa: E402
 
 WINDOW = 20
 MAX_GAP = 0.03  # moving averages, at every step

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steep.config import ModelConfig, SteepConfig, TrainingConfig
 from steep.errors import SteepError
-from steep.generation import Batch, Completion, Request, generate, open_batch, resolve_precision
+from steep.generation import Batch, Completion, Request, generate, open_batch
+from steep.hardware import resolve_precision
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -36,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steep import models
+from steep import hardware, models
 from steep.config import SteepConfig
-from steep.generation import resolve_precision
 from steep.quiet import quiet_third_parties
 
 STATE_FILE = "state.json"
@@ -416,7 +415,7 @@ class TrainingRecipe:
         import ray.train.torch
 
         self.device = ray.train.torch.get_device() if self.cfg.training.use_gpu else torch.device("cpu")
-        self.precision = resolve_precision(self.cfg.training.precision, self.device)
+        self.precision = hardware.resolve_precision(self.cfg.training.precision, self.device)
         bf16 = self.precision == "bf16"
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -481,8 +480,9 @@ class TrainingRecipe:
         """Each epoch from the restored step on, a checkpoint after each; the last one is final."""
         epochs = self.cfg.training.epochs
         start = {"event": "start", "step": self.step, "total_steps": self.total_steps, "world": self.world,
-                 "nodes": self.nodes}  # fmt: skip
-        self._send({**start, "precision": self.precision})
+                 "nodes": self.nodes, "precision": self.precision,
+                 "device": hardware.describe(self.device, self.config["threads"])}  # fmt: skip
+        self._send({**start, "estimate_s": self._estimate_seconds()})
         first_epoch = self.step // self.steps_per_epoch if self.steps_per_epoch else 0
         for epoch in range(first_epoch, epochs):
             self._train_epoch(epoch)
@@ -491,6 +491,32 @@ class TrainingRecipe:
             if epoch < epochs - 1:
                 self._checkpoint(epoch, final=False)
         self._checkpoint(epochs - 1, final=True)
+
+    def _estimate_seconds(self) -> float | None:
+        """The steps left, timed on this machine before the first: one forward and backward pass of a
+        median batch (gradients dropped, weights untouched), scaled by the tokens still to train."""
+        steps_left = self.total_steps - self.step
+        if steps_left <= 0 or not self.steps_per_epoch:
+            return None
+        t = self.cfg.training
+        plan = plan_batches(self.lengths, t.batch_size, self.cfg.project.seed, 0, self.world)
+        probe = sorted(plan, key=lambda ids: sum(self.lengths[i] for i in ids))[len(plan) // 2]
+        started = time.perf_counter()
+        self._forward_backward(self._device_batch(probe))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        self.optimizer.zero_grad(set_to_none=True)
+        per_token = seconds / sum(self.lengths[i] for i in probe)
+        return per_token * sum(self.lengths) * steps_left / self.steps_per_epoch
+
+    def _device_batch(self, batch_ids: list[int]) -> dict[str, torch.Tensor]:
+        """This rank's share of a global batch, as tensors on the device."""
+        mine = make_batch(
+            self.examples, batch_ids[self.rank :: self.world], self.lengths, self.tokenizer.pad_token_id,
+            self.kind, self.pack_width,
+        )  # fmt: skip
+        return {k: v.to(self.device, non_blocking=True) for k, v in mine.items()}
 
     def _train_epoch(self, epoch: int) -> None:
         """The epoch's batch plan (a pure function of seed and epoch), skipping what ran before a restart."""
@@ -510,12 +536,7 @@ class TrainingRecipe:
         """One optimizer step; `batch_ids` is the global batch, of which this rank takes every world-th."""
         self._maybe_fail()
         started = time.perf_counter()
-        mine = make_batch(
-            self.examples, batch_ids[self.rank :: self.world], self.lengths, self.tokenizer.pad_token_id,
-            self.kind, self.pack_width,
-        )  # fmt: skip
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in mine.items()}
-        loss = self._forward_backward(batch)
+        loss = self._forward_backward(self._device_batch(batch_ids))
         lr = self._optimizer_step()
         self.step += 1
         if self.sink is not None:

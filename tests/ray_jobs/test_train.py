@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-from steep import models
-from steep.generation import resolve_precision
+from steep import hardware, models
+from steep.hardware import resolve_precision
 from steep.pipeline.training import TrainingError, train
 from steep.ray_jobs import train as job
 from tests.conftest_train import tiny_config, toy_splits
@@ -235,6 +236,35 @@ def test_resume_after_a_crash_continues_the_same_run(causal_dir, tmp_path):
     assert result.resumed_from_step == 6  # the last checkpoint before step 7
     assert result.history[0]["step"] == 7 and result.metrics["steps"] == 20
     assert client.get_run(result.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("asked", "native", "trained"),
+    [("fp32", True, "fp32"), ("bf16", False, "bf16"), ("auto", True, "bf16"), ("auto", False, "fp32")],
+)
+def test_the_loop_trains_at_the_precision_asked_on_any_cpu(
+    causal_dir, tmp_path, monkeypatch, capsys, asked, native, trained
+):
+    """Both precision paths run on any machine: forced, or `auto` with the CPU's bf16 flag set either way."""
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    entered = []
+    real_autocast = torch.autocast
+
+    def autocast(device_type, dtype=None, enabled=True):
+        entered.append(enabled)
+        return real_autocast(device_type, dtype=dtype, enabled=enabled)
+
+    monkeypatch.setattr(torch, "autocast", autocast)
+    cfg = tiny_config(tmp_path / "home", causal_dir, epochs=1, precision=asked)
+    result = train(cfg, toy_splits(cfg, rows=32))
+    assert entered == [trained == "bf16"]  # the loop's one autocast context, on or off
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    assert run.data.tags["steep.precision"] == trained
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    out = capsys.readouterr().out
+    steps = int(result.metrics["steps"])
+    assert f"training: {steps} steps in {trained} on " in out and "(one step timed before the first)" in out
+    assert run.data.metrics["estimated_train_s"] > 0
 
 
 # --------------------------------------------------------------------------------------------- bad input

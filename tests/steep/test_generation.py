@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steep import generation, models
-from steep.generation import Decoder, Request, StaticBatch, generate, resolve_precision
+from steep import generation, hardware, models
+from steep.generation import Decoder, Request, StaticBatch, generate
 from tests.conftest_train import tiny_config
 
 TEXTS = [
@@ -68,16 +68,6 @@ def greedy(model, prompt: list[int], limit: int, eos: int) -> tuple[list[int], s
 def greedy_text(summarizer, prompt: list[int], limit: int, eos: int | None = None) -> tuple[str, int, str]:
     tokens, finish = greedy(summarizer.model, prompt, limit, eos or summarizer.tokenizer.eos_token_id)
     return summarizer.tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), finish
-
-
-# --------------------------------------------------------------------------------------------- precision
-def test_precision_auto_follows_the_hardware(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: True)
-    assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto", cpu) == "fp32"
-    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
 
 
 # --------------------------------------------------------------------------------------------- one batch
@@ -412,7 +402,7 @@ def test_prepare_casts_to_the_precision_asked(causal_dir, tmp_path, monkeypatch)
     assert {p.dtype for p in summarizer.model.parameters()} == {torch.bfloat16}
     [done] = summarizer.generate([summarizer.request(TEXTS[0], max_new_tokens=3)])
     assert done.completion_tokens >= 1 or done.finish_reason == "stop"
-    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     summarizer.prepare("auto")  # no native bf16 here: back to fp32
     assert summarizer.precision == "fp32"
     assert {p.dtype for p in summarizer.model.parameters()} == {torch.float32}
