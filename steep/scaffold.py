@@ -3,7 +3,7 @@
 The YAML is generated from the SteepConfig model itself, so every section, default and description shown is
 the one steep actually uses and the file can never drift from the model. With a data file, the column mapping
 is proposed from the column names *and* contents; where the evidence is not clear the file asks a QUESTION
-instead of guessing.
+instead of guessing. The model instruction is proposed from what the texts are (steep.instruction).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from steep.config import (
 )
 from steep.data import DataError, detect_format, read_table
 from steep.errors import SteepError
+from steep.instruction import DEFAULT_INSTRUCTION, GENERIC, InstructionProposal, propose_instruction
 
 FALLBACK_NAME = "my-summarizer"
 GITIGNORE_LINE = ".steep/"
@@ -72,6 +73,9 @@ _SUMMARY_NAMES = {
 _LABEL_CHARS = 64  # longer strings read as prose or titles, not as ids or document keys
 _ID_NAMES = {"id", "uid", "uuid", "guid"}  # first choice; then key, idx, *_id
 _ID_NAMES_2 = {"key", "idx", "row_id", "record_id", "example_id", "sample_id"}
+_ID_SUFFIXES = ("_id", "_uid", "_ref", "_key")
+# *_id names of the row itself: repeated values there are a broken id, not a reference to a document
+_ROW_WORDS = {"row", "record", "example", "sample", "item", "entry", "line", "pair", "instance"}
 _GROUP_NAMES = {
     "doc", "doc_id", "docid", "document", "document_id", "doc_title", "document_title", "group", "group_id",
     "source", "source_id", "contract", "contract_id", "case", "case_id", "article_id", "story_id",
@@ -137,9 +141,16 @@ class ColumnProfile:
             return None
         if self.norm in _ID_NAMES:
             return 1
-        if self.norm in _ID_NAMES_2 or self.norm.endswith(("_id", "_uid", "_ref", "_key")):
+        if self.norm in _ID_NAMES_2 or self.norm.endswith(_ID_SUFFIXES):
             return 2
         return None
+
+    @property
+    def reference_named(self) -> bool:
+        """'case_ref', 'policy_id', 'contract_key': an id named for a thing (a case, a policy); where its
+        values repeat, rows share that thing. A repeating 'id' or 'record_id' names the row: a broken id."""
+        head, _, tail = self.norm.rpartition("_")
+        return bool(head) and f"_{tail}" in _ID_SUFFIXES and head.split("_")[-1] not in _ROW_WORDS
 
     @property
     def label_like(self) -> bool:
@@ -353,48 +364,66 @@ def min_groups() -> int:
     return sum(1 for frac in (split.train, split.validation, split.test) if frac > 0)
 
 
+def _set_aside(p: ColumnProfile, needed: int) -> str:
+    """Why a column whose values repeat is not the document key, for the why of a null group."""
+    if p.distinct == 1:
+        return f"{p.name!r} has one value"
+    if p.is_float:
+        return f"{p.name!r} holds measurements (decimals)"
+    if p.coverage < _MIN_COVERAGE:
+        return f"{p.name!r} is empty on {p.rows - p.filled:,} of {p.rows:,} rows"
+    if p.free_text:
+        return f"{p.name!r} is free text"
+    if p.id_tier is not None and not p.reference_named:
+        return f"{p.name!r} repeats but names the row (a broken id, not a document key)"
+    if not p.group_named and not p.reference_named and not p.label_like:
+        return f"{p.name!r} has long values ({p.length()})"
+    return f"{p.name!r} has only {p.distinct} values, a split needs {needed}"
+
+
 def _group(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
-    pool = [
+    """Named group columns first, then references (an id-like name whose values repeat: 'case_ref'), then
+    short repeated values found by contents; several at one level are a question."""
+    needed = min_groups()
+    repeated = [p for p in profiles if p.name not in taken and p.name != "_key" and p.distinct < p.filled]
+    usable = [
         p
-        for p in profiles
-        if p.group_named
-        and p.name not in taken
-        and not p.is_float
-        and p.coverage >= _MIN_COVERAGE
-        and 1 < p.distinct < p.filled
+        for p in repeated
+        if not p.is_float and not p.free_text and p.coverage >= _MIN_COVERAGE and p.distinct > 1
     ]
-    enough = [p for p in pool if p.distinct >= min_groups()]
-    if len(enough) == 1:
-        p = enough[0]
-        why = f"name {p.name!r}; {p.distinct:,} distinct values over {p.rows:,} rows, kept whole in one split"
-        return _pick("group", p, why)
-    if enough:
-        counts = ", ".join(f"{p.name} {p.distinct:,}" for p in enough)
-        return _ask(
-            "group", f"several grouping columns (distinct values: {counts}); {_NULL_MEANS['group']}", enough
-        )
-    by_content = [
-        p
-        for p in profiles
-        if p.name not in taken
-        and p.label_like
-        and p.id_tier is None  # a repeating `id` is a broken id, not a document key
-        and not p.group_named
-        and min_groups() <= p.distinct < p.filled
+    named = [p for p in usable if p.group_named]
+    references = [p for p in usable if not p.group_named and p.reference_named]
+    by_content = [p for p in usable if not p.group_named and p.id_tier is None and p.label_like]
+    levels = [
+        (named, "grouping columns", "name {name!r}; {distinct} distinct values over {rows} rows"),
+        (
+            references,
+            "id-like columns whose values repeat (references to a document or case)",
+            "name {name!r} reads as a reference and its values repeat: {distinct} distinct over {rows} rows, "
+            "as a document key",
+        ),
+        (
+            by_content,
+            "repeated-value columns",
+            "short values repeated over rows ({distinct} distinct over {rows}), as a document key",
+        ),
     ]
-    if len(by_content) == 1:
-        p = by_content[0]
-        why = (
-            f"short values repeated over rows ({p.distinct:,} distinct over {p.rows:,}), as a document key; "
-            "each value is kept whole in one split"
-        )
-        return _pick("group", p, why)
-    if by_content:
-        counts = ", ".join(f"{p.name} {p.distinct:,}" for p in by_content)
-        return _ask("group", f"several repeated-value columns ({counts}); {_NULL_MEANS['group']}", by_content)
-    few = [f"{p.name!r} has only {p.distinct} values" for p in pool]
-    note = f" ({'; '.join(few)}, a split needs {min_groups()})" if few else ""
-    why = f"no repeated-value column like doc, group, source{note}; {_NULL_MEANS['group']}"
+    for pool, several, reason in levels:
+        enough = [p for p in pool if p.distinct >= needed]
+        if len(enough) == 1:
+            p = enough[0]
+            why = reason.format(name=p.name, distinct=f"{p.distinct:,}", rows=f"{p.rows:,}")
+            return _pick("group", p, f"{why}; each value is kept whole in one split")
+        if enough:
+            counts = ", ".join(f"{p.name} {p.distinct:,}" for p in enough)
+            return _ask(
+                "group", f"several {several} (distinct values: {counts}); {_NULL_MEANS['group']}", enough
+            )
+    if repeated:
+        aside = "; ".join(_set_aside(p, needed) for p in repeated)
+        why = f"no column to keep whole in one split ({aside}); {_NULL_MEANS['group']}"
+    else:
+        why = f"no other column repeats values (like doc, group, source); {_NULL_MEANS['group']}"
     return RoleProposal("group", None, why)
 
 
@@ -412,6 +441,17 @@ def propose_columns(frame: pd.DataFrame) -> ColumnProposal:
         columns=tuple(p.name for p in profiles),
         roles=(ident, text, summary, group),
     )
+
+
+def instruction_for(frame: pd.DataFrame, proposal: ColumnProposal) -> InstructionProposal:
+    """model.instruction from the texts and summaries init mapped; generic while the text column is open."""
+    text, summary = proposal.role("text").column, proposal.role("summary").column
+    if text is None:
+        why = (
+            "the text column is an open QUESTION: a generic instruction; name your kind of text once answered"
+        )
+        return InstructionProposal(GENERIC, DEFAULT_INSTRUCTION, why)
+    return propose_instruction(frame[text].tolist(), frame[summary].tolist() if summary else [])
 
 
 # ------------------------------------------------------------------------------------- YAML rendering
@@ -607,8 +647,14 @@ _SOURCE_HINT = (
 )
 
 
-def project_config(name: str, source: str | None, proposal: ColumnProposal | None) -> str:
-    """The steep.yaml text for a new project: defaults, the name, and the data mapping when there is data."""
+def project_config(
+    name: str,
+    source: str | None,
+    proposal: ColumnProposal | None,
+    instruction: InstructionProposal | None = None,
+) -> str:
+    """The steep.yaml text for a new project: defaults, the name, and the data mapping and the model
+    instruction when there is data."""
     values: dict[str, Any] = {"project.name": name}
     notes: dict[str, str] = {}
     questions: dict[str, str] = {}
@@ -631,6 +677,9 @@ def project_config(name: str, source: str | None, proposal: ColumnProposal | Non
                 if r.required
                 else _NULL_MEANS[r.role]
             )
+    if instruction is not None:
+        values["model.instruction"] = instruction.instruction
+        notes["model.instruction"] = instruction.why
     return render_config(values, notes=notes, above=above, questions=questions)
 
 
@@ -642,6 +691,7 @@ class InitResult:
     name_note: str | None
     source: str | None
     proposal: ColumnProposal | None
+    instruction: InstructionProposal | None = None
 
 
 def write_project(
@@ -655,11 +705,14 @@ def write_project(
     if directory.exists() and not directory.is_dir():
         raise SteepError(f"{directory} is a file, not a folder; give init a folder for the project")
     project_name, note = choose_name(directory, name)
-    proposal = source = None
+    proposal = source = instruction = None
     if data is not None:
-        proposal = propose_columns(read_data(Path(data)))
+        frame = read_data(Path(data))
+        proposal = propose_columns(frame)
+        instruction = instruction_for(frame, proposal)
         source = source_for(Path(data), directory)
-    text = project_config(project_name, source, proposal)
+    text = project_config(project_name, source, proposal, instruction)
     directory.mkdir(parents=True, exist_ok=True)
     config.write_text(text, encoding="utf-8")
-    return InitResult(config, ensure_gitignore(directory), project_name, note, source, proposal)
+    gitignore = ensure_gitignore(directory)
+    return InitResult(config, gitignore, project_name, note, source, proposal, instruction)

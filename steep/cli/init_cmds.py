@@ -11,6 +11,7 @@ from rich.table import Table
 
 from steep.cli.app import app, console
 from steep.config import ValidationConfig
+from steep.instruction import InstructionProposal
 from steep.scaffold import GITIGNORE_LINE, ColumnProposal, InitResult, write_project
 
 _GITIGNORE = {
@@ -20,7 +21,9 @@ _GITIGNORE = {
 }
 
 
-def print_proposal(proposal: ColumnProposal, source: str) -> None:
+def print_proposal(
+    proposal: ColumnProposal, source: str, instruction: InstructionProposal | None = None
+) -> None:
     table = Table(title=f"column mapping proposed for {escape(source)} ({proposal.rows:,} rows)")
     table.add_column("key", no_wrap=True)
     table.add_column("column", no_wrap=True)
@@ -32,11 +35,14 @@ def print_proposal(proposal: ColumnProposal, source: str) -> None:
             column = escape(r.column) if r.column is not None else "null"
         table.add_row(r.key, column, escape(r.why))
     console.print(table)
+    if instruction is not None:  # what the model is told, read from the same texts
+        said, why = escape(instruction.instruction), escape(instruction.why)
+        console.print(f"model.instruction: [bold]{said}[/] ({why})")
 
 
 def print_result(result: InitResult, directory: Path) -> None:
     if result.proposal is not None and result.source is not None:
-        print_proposal(result.proposal, result.source)
+        print_proposal(result.proposal, result.source, result.instruction)
     console.print(f"[green]wrote[/] {escape(str(result.config))} (project.name: {result.name})")
     console.print(_GITIGNORE[result.gitignore].format(escape(str(result.config.parent / ".gitignore"))))
     min_rows = ValidationConfig().min_rows

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import re
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 from steep.cli import app, main  # the package import registers every command, init included
 from steep.config import load_config
 from steep.errors import SteepError
+from tests.steep.test_instruction import CLAUSES, DIALOGUES, NEWS
 from tests.steep.test_scaffold import prose, write_news_csv
 
 runner = CliRunner()
@@ -121,3 +124,60 @@ def test_existing_config_exits_2_naming_the_file_and_force(tmp_path, monkeypatch
     err = " ".join(capsys.readouterr().err.split())
     assert exit_.value.code == 2
     assert f"error: {tmp_path / 'steep.yaml'} already exists; pass --force to overwrite it" in err
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> Path:
+    """A data file as users bring them: CSV (DialogSum's turns on lines of one field), JSONL or Parquet."""
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+def test_init_proposes_an_instruction_for_dialogues_news_and_clauses_and_the_best_defaults(tmp_path):
+    """Three kinds of data, three instructions, each with its why; the split and workers the shipped config
+    found best. A dialogue set is never told to summarize a contract clause."""
+    dialogues = pd.DataFrame(
+        {
+            "fname": [f"train_{i}" for i in range(len(DIALOGUES))],
+            "dialogue": [text for text, _ in DIALOGUES],
+            "summary": [summary for _, summary in DIALOGUES],
+            "topic": ["daily life"] * len(DIALOGUES),
+        }
+    )
+    news = pd.DataFrame({"article": [t for t, _ in NEWS], "highlights": [s for _, s in NEWS]})
+    clauses = pd.DataFrame(
+        {
+            "clause_id": [f"c{i}" for i in range(len(CLAUSES))],
+            "clause": [t for t, _ in CLAUSES],
+            "plain_summary": [s for _, s in CLAUSES],
+        }
+    )
+    cases = [
+        ("dialogue", write_table(tmp_path / "dialogsum.csv", dialogues)),
+        ("news article", write_table(tmp_path / "news.jsonl", news)),
+        ("contract clause", write_table(tmp_path / "clauses.parquet", clauses)),
+    ]
+    written = {}
+    for kind, data in cases:
+        project = tmp_path / f"{data.stem}-bot"
+        result = runner.invoke(app, ["init", str(project), "--data", str(data)])
+        assert result.exit_code == 0, result.output
+        text = (project / "steep.yaml").read_text()
+        cfg = load_config(project / "steep.yaml", environ={})
+        assert cfg.data.text_column in {"dialogue", "article", "clause"}
+        written[kind] = cfg.model.instruction
+        assert kind in cfg.model.instruction
+        assert "model.instruction" in result.output and kind in " ".join(result.output.split())  # shown too
+        above = text.split("\n  task_prefix:", 1)[1].split("\n  instruction: ", 1)[0]  # the comment over it
+        assert "# the texts read as " in above and "6 of 6 rows have " in above, above
+        assert cfg.data.split.validation == 0.15 and cfg.training.workers == 0
+        assert re.search(r"^    validation: 0\.15 ", text, re.M) and re.search(r"^  workers: 0$", text, re.M)
+    assert written == {
+        "dialogue": "Summarize this dialogue in one sentence.",
+        "news article": "Summarize this news article in a few sentences.",
+        "contract clause": "Summarize this contract clause in one plain-English sentence.",
+    }

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from steep import hardware, models
+from steep.config import SplitConfig
 from steep.hardware import resolve_precision
 from steep.pipeline.training import TrainingError, train
 from steep.ray_jobs import train as job
@@ -224,6 +225,7 @@ def test_merged_weights_option_logs_one_model_folder(causal_dir, tmp_path):
 
 def test_resume_after_a_crash_continues_the_same_run(causal_dir, tmp_path):
     cfg = tiny_config(tmp_path / "home", causal_dir, epochs=2, checkpoint_every_steps=3)
+    cfg.data.split = SplitConfig(train=0.8, validation=0.05, test=0.15)  # 80 training rows: 10 steps an epoch
     splits = toy_splits(cfg, rows=96)
     with pytest.raises(RuntimeError, match="injected"):
         train(cfg, splits, fail_at_step=7)  # in-process there is no Ray retry: the driver "dies"

@@ -20,6 +20,7 @@ from steep.scaffold import (
     FALLBACK_NAME,
     choose_name,
     ensure_gitignore,
+    instruction_for,
     model_paths,
     project_config,
     propose_columns,
@@ -337,6 +338,22 @@ def test_open_question_is_commented_above_a_null_key_that_stops_load(tmp_path):
     assert load_config(path, environ={}).data.text_column == "body"
 
 
+def test_an_open_text_question_leaves_the_generic_instruction_and_says_why():
+    rng = random.Random(13)
+    frame = pd.DataFrame(
+        {
+            "body": [prose(rng, 60, 80) for _ in range(30)],
+            "content": [prose(rng, 60, 80) for _ in range(30)],
+            "summary": [prose(rng, 6, 10) for _ in range(30)],
+        }
+    )
+    proposal = propose_columns(frame)
+    instruction = instruction_for(frame, proposal)
+    assert instruction.instruction == SteepConfig().model.instruction and "open QUESTION" in instruction.why
+    text = project_config("legal-bot", "d.csv", proposal, instruction)
+    assert f"  # {instruction.why}\n  instruction: {instruction.instruction}\n" in text
+
+
 def test_without_data_the_default_source_is_kept_and_pointed_at(tmp_path):
     text = project_config("legal-bot", None, None)
     path = tmp_path / "steep.yaml"
@@ -440,3 +457,78 @@ def test_id_and_group_found_by_contents_when_names_do_not_say():
     both = frame.assign(batch=[f"b{i % 5}" for i in range(40)])  # two repeated-value columns: ask
     group = propose_columns(both).role("group")
     assert group.column is None and set(group.candidates) == {"agreement", "batch"}
+
+
+# --------------------------------------------------------------------------------------------- document keys
+def clauses_frame(rng: random.Random, key: str, values: list[str]) -> pd.DataFrame:
+    """40 clauses and summaries with a row id and one more column, `key`, holding `values`."""
+    return pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(40)],
+            key: values,
+            "text": [prose(rng, 40, 60) for _ in range(40)],
+            "summary": [prose(rng, 5, 8) for _ in range(40)],
+        }
+    )
+
+
+@pytest.mark.parametrize("key", ["case_ref", "policy_id", "contract_key"])
+def test_an_id_like_name_whose_values_repeat_is_a_reference_proposed_as_the_group(key):
+    frame = clauses_frame(random.Random(10), key, [f"K-{i // 5}" for i in range(40)])
+    proposal = propose_columns(frame)
+    group = proposal.role("group")
+    assert (proposal.role("id").column, group.column) == ("id", key)
+    assert group.why.startswith(
+        f"name {key!r} reads as a reference and its values repeat: 8 distinct over 40"
+    )
+    assert canonical(frame)["group"].nunique() == 8
+
+
+def test_several_references_are_a_question_and_outrank_a_column_found_by_contents():
+    frame = clauses_frame(random.Random(11), "case_ref", [f"C-{i // 5}" for i in range(40)])
+    frame = frame.assign(policy_id=[f"P-{i // 4}" for i in range(40)], batch=[f"b{i % 5}" for i in range(40)])
+    group = propose_columns(frame).role("group")
+    assert group.column is None and group.question and not group.required
+    assert group.candidates == ("case_ref", "policy_id")  # batch repeats too, but only by contents
+    assert "several id-like columns whose values repeat" in group.why
+
+
+def test_repeated_values_set_aside_are_named_in_the_why_never_no_repeated_column():
+    """A repeating row id is broken, free text that repeats is no key, 2 values cannot fill 3 splits."""
+    rng = random.Random(12)
+    boilerplate = [prose(rng, 30, 40) for _ in range(10)]
+    frame = clauses_frame(rng, "record_id", [f"r{i // 2}" for i in range(40)]).assign(
+        notes=[boilerplate[i % 10] for i in range(40)], lang=["en", "de"] * 20, score=[0.5, 1.5] * 20
+    )
+    proposal = propose_columns(frame)
+    group = proposal.role("group")
+    assert group.column is None and group.question is None
+    assert "repeats but names the row" in group.why and "'record_id'" in group.why
+    assert "'notes' is free text" in group.why
+    assert "'lang' has only 2 values, a split needs 3" in group.why
+    assert "'score' holds measurements" in group.why
+    assert "no other column repeats" not in group.why
+    only_unique = clauses_frame(rng, "n", list(range(40)))
+    assert "no other column repeats values" in propose_columns(only_unique).role("group").why
+
+
+def test_the_legal_set_as_csv_proposes_case_ref_and_the_clause_instruction(tmp_path, legal_jsonl):
+    """The case from issue 24: note_id, case_ref (59 document titles over 446 rows), body, abstract."""
+    names = {"id": "note_id", "doc": "case_ref", "source_text": "body", "summary": "abstract"}
+    path = tmp_path / "legal.csv"
+    pd.read_json(legal_jsonl, lines=True).rename(columns=names).to_csv(path, index=False)
+    result = write_project(tmp_path / "proj", data=path)
+    proposal = result.proposal
+    assert proposal.settings() == {
+        "data.id_column": "note_id",
+        "data.text_column": "body",
+        "data.summary_column": "abstract",
+        "data.group_column": "case_ref",
+    }
+    assert (
+        "reads as a reference and its values repeat: 59 distinct over 446 rows" in proposal.role("group").why
+    )
+    cfg = load_config(result.config, environ={})
+    shipped = load_config(Path(__file__).resolve().parents[2] / "steep.yaml", environ={})
+    assert result.instruction.kind == "clause" and cfg.model.instruction == shipped.model.instruction
+    assert cfg.data.split == SteepConfig().data.split and cfg.training.workers == 0  # the defaults

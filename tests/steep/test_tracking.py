@@ -41,10 +41,12 @@ def test_a_given_uri_wins_and_its_artifacts_stay_beside_it(tmp_path, monkeypatch
 
 
 def test_flat_params_are_dotted_strings():
-    params = tracking.flat_params(SteepConfig())
+    params = tracking.flat_params(
+        SteepConfig(data={"split": {"train": 0.8, "validation": 0.05, "test": 0.15}})
+    )
     assert params["training.lora.r"] == "16"
     assert params["training.lora.target_modules"] == "all-linear"
-    assert params["data.split.train"] == "0.8"
+    assert params["data.split.train"] == "0.8" and params["data.split.validation"] == "0.05"
     assert all(isinstance(v, str) and len(v) <= 6000 for v in params.values())
 
 
