@@ -267,7 +267,7 @@ def estimate_line(event: dict[str, Any]) -> str:
     where = f" on {device}" if device else ""
     return (
         f"training: {steps} steps in {event['precision']}{where}: about {duration(event['estimate_s'])} "
-        "(one step timed before the first)"
+        "(timed on this machine before the first step)"
     )
 
 

@@ -20,5 +20,5 @@ def test_the_estimate_names_the_steps_left_the_precision_and_the_device():
              "device": "AMD EPYC 7R13 Processor, 2 threads, no native bf16"}  # fmt: skip
     assert estimate_line(event) == (
         "training: 76 steps in fp32 on AMD EPYC 7R13 Processor, 2 threads, no native bf16: about 4 min 11 s "
-        "(one step timed before the first)"
+        "(timed on this machine before the first step)"
     )
