@@ -24,7 +24,6 @@ import argparse
 import functools
 import json
 import math
-import platform
 import random
 import sys
 import time
@@ -273,8 +272,10 @@ def main() -> int:
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak, if not known")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     opts = parser.parse_args()
+    from steep import hardware
+
     device = torch.device(opts.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else hardware.cpu_name()
     peak = peak_tflops(name, opts.peak_tflops) if device.type == "cuda" else None
     n_examples = opts.batch * (opts.steps + 4)
     legal, source = legal_lengths(n_examples, 384, 64, seed=0)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import package_docs  # noqa: E402
+from steep import hardware  # noqa: E402
 
 LEGAL = REPO.parent / "shared" / "datasets" / "legal_summarization" / "all_v1.json"
 RESULTS = REPO / "bench" / "results"
@@ -119,7 +119,8 @@ def main() -> None:
             print(table(cases[-1]), flush=True)
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(),
+        "machine": hardware.cpu_name(),
+        "native_bf16": hardware.cpu_has_native_bf16(),
         "cpus": os.cpu_count(),
         "load_before": round(load, 2),
         "cases": cases,

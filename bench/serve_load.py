@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -250,6 +249,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load_cpu.json", help="the JSON record")
     args = parser.parse_args()
 
+    from steep import hardware
     from steep.config import find_config, load_config
     from steep.quiet import quiet_third_parties
 
@@ -287,7 +287,8 @@ def main() -> None:
         json.dumps(
             {
                 "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                "machine": {"cpus": os.cpu_count(), "processor": hardware.cpu_name(),
+                            "native_bf16": hardware.cpu_has_native_bf16(),
                             "load_average_before": load_before, "load_average_after": os.getloadavg()},
                 "model": model,
                 "serving": s.model_dump(mode="json"),
