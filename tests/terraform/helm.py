@@ -29,14 +29,14 @@ from steep.stack.terraform import terraform_binary, terraform_sources
 from tests.terraform.hcl import unquote
 
 REPO = Path(__file__).resolve().parents[2]
-CHARTS = REPO.parent / "shared" / "charts"
-VENDORED = Path(__file__).parent / "charts"  # pinned charts ../shared/charts does not hold (SOURCE.md there)
+CHARTS = REPO.parent / "shared" / "charts"  # every pinned chart, unmodified (nothing fetched is committed here)
 
 
 def chart_dir(chart: str, version: str) -> Path:
-    """The unmodified chart at that version: vendored here, else in ../shared/charts."""
-    folder = f"{chart}-{version}"
-    return VENDORED / folder if (VENDORED / folder).is_dir() else CHARTS / folder
+    """The unmodified chart at that version, in ../shared/charts."""
+    folder = CHARTS / f"{chart}-{version}"
+    assert folder.is_dir(), f"{folder} is missing: ../shared/charts must hold every chart the roots pin"
+    return folder
 
 
 TF = terraform_sources()
