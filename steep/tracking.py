@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,21 @@ def artifact_location(uri: str) -> str | None:
         return None
     database = Path(uri.removeprefix("sqlite:///"))
     return (database.parent / ARTIFACTS_DIR).resolve().as_uri()
+
+
+@contextlib.contextmanager
+def finishing(client: Any, run_id: str) -> Iterator[None]:
+    """A run's end is its status: FINISHED when the block completes, KILLED on Ctrl-C (or a stop), FAILED
+    on an error, which goes on up. A run nobody ends stays RUNNING in the UI forever."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        client.set_terminated(run_id, status="KILLED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
 
 
 def flat_params(cfg: SteepConfig) -> dict[str, str]:

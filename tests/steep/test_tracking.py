@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 
 from steep import tracking
 from steep.config import SteepConfig
@@ -69,3 +70,26 @@ def test_texts_of_accepts_frames_lists_and_strings():
     assert tracking.texts_of(["d"]) == ["d"]
     assert tracking.texts_of("e") == ["e"]
     assert tracking.texts_of(pd.Series(["f"])) == ["f"]
+
+
+class _Client:
+    def __init__(self):
+        self.ended: list[tuple[str, str]] = []
+
+    def set_terminated(self, run_id, status):
+        self.ended.append((run_id, status))
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [(None, "FINISHED"), (ValueError("bad"), "FAILED"), (KeyboardInterrupt(), "KILLED")],
+)
+def test_a_run_ends_with_the_status_of_its_block(raised, status):
+    client = _Client()
+    try:
+        with tracking.finishing(client, "r1"):
+            if raised is not None:
+                raise raised
+    except (ValueError, KeyboardInterrupt) as exc:
+        assert exc is raised  # the error goes on up
+    assert client.ended == [("r1", status)]
