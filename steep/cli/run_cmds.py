@@ -13,7 +13,7 @@ from steep.registry import METRIC_LABELS, METRICS
 from steep.runtime import Runtime
 
 if TYPE_CHECKING:  # the evaluation stage imports nltk: seconds every command would pay at start-up
-    from steep.ray_jobs.evaluate import Evaluation
+    from steep.scoring.scores import Evaluation
     from steep.significance import Interval
 
 

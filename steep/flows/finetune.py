@@ -26,9 +26,9 @@ from steep.pipeline import evaluation, provenance
 from steep.pipeline.prepare import PreparedData, ValidationFailed, split_validated, validate_dataset
 from steep.pipeline.training import TrainResult, train
 from steep.quiet import quiet_third_parties
-from steep.ray_jobs.evaluate import Evaluation
 from steep.registry import GateDecision, Registry
 from steep.runtime import Runtime
+from steep.scoring.scores import Evaluation
 from steep.serving.package import ModelRef, bento_version, build_bento
 from steep.validation import ValidationReport
 

@@ -15,21 +15,18 @@ from steep import models
 from steep.config import SteepConfig
 from steep.data import Splits
 from steep.pipeline.training import RaySession, TrainResult
-from steep.ray_jobs.evaluate import (
+from steep.ray_jobs.evaluate import on_ray_nodes
+from steep.registry import CHAMPION, GateDecision, Registry, promotion_decision
+from steep.scoring.candidates import (
     Candidate,
-    Evaluation,
     Generate,
-    Role,
-    compare,
-    comparison_plot,
     evaluate_candidates,
     in_process,
-    intervals_plot,
-    on_ray_nodes,
     predictions_table,
     pyfunc_summarizer,
 )
-from steep.registry import CHAMPION, GateDecision, Registry, promotion_decision
+from steep.scoring.plots import comparison_plot, intervals_plot
+from steep.scoring.scores import Evaluation, Role, compare
 from steep.significance import DEFAULT_CONFIDENCE
 
 

@@ -15,8 +15,8 @@ import mlflow
 
 from steep.config import SteepConfig
 from steep.pipeline.prepare import PreparedData
-from steep.ray_jobs.evaluate import Evaluation
 from steep.registry import GateDecision
+from steep.scoring.scores import Evaluation
 from steep.validation import ValidationReport
 
 

@@ -3,7 +3,7 @@ trial's decoding settings, through the path evaluation and serving share, and is
 
 The trial itself (train -> these -> report to Tune) is `steep.pipeline.tune.run_trial`; this module holds
 what runs on the trial's Ray node and needs no MLflow or Tune: load the trained model as the server would
-(LoRA merged, `serving.precision`), summarize the validation texts, score them with ROUGE (ray_jobs.evaluate).
+(LoRA merged, `serving.precision`), summarize the validation texts, score them with ROUGE (steep.scoring).
 Only the validation split ever reaches here: the test split stays untouched for the gate.
 """
 
@@ -16,7 +16,8 @@ import pandas as pd
 
 from steep import models
 from steep.config import SteepConfig
-from steep.ray_jobs.evaluate import Evaluation, Role, evaluate
+from steep.scoring.candidates import evaluate
+from steep.scoring.scores import Evaluation, Role
 
 
 def load_trained(cfg: SteepConfig, base_model_dir: str, model_dir: str) -> models.Summarizer:

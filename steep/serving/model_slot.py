@@ -126,7 +126,7 @@ def registry_slot(cfg: SteepConfig, selector: str | None = None) -> ModelSlot:
     def load(version: str) -> LoadedModel:
         mv = registry.version(version)
         started = time.perf_counter()
-        # the Summarizer inside steep's pyfunc, prepared as ray_jobs.evaluate.pyfunc_summarizer prepares it
+        # the Summarizer inside steep's pyfunc, prepared as evaluation prepares it (scoring.pyfunc_summarizer)
         pyfunc = mlflow.pyfunc.load_model(f"models:/{registry.name}/{version}")
         summarizer = pyfunc.unwrap_python_model().summarizer.prepare(cfg.serving.precision)
         log.info(

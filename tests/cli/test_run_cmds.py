@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from steep.cli.run_cmds import results_table
-from steep.ray_jobs.evaluate import Evaluation, Role, Scores
+from steep.scoring.scores import Evaluation, Role, Scores
 from steep.significance import Interval
 
 

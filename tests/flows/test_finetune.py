@@ -14,8 +14,8 @@ import pytest
 
 from steep.config import SteepConfig
 from steep.pipeline.prepare import prepare_splits
-from steep.ray_jobs.evaluate import Role
 from steep.registry import CHALLENGER, CHAMPION, Registry, model_name
+from steep.scoring.scores import Role
 from tests.conftest_train import tiny_causal, toy_frame
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,9 @@ import torch
 
 from steep.config import SteepConfig, dump_config
 from steep.pipeline import training
-from steep.ray_jobs.evaluate import Candidate, Role, on_ray_nodes
+from steep.ray_jobs.evaluate import on_ray_nodes
+from steep.scoring.candidates import Candidate
+from steep.scoring.scores import Role
 from steep.stack import current, daemons, teardown
 from steep.stack.record import provisioned_targets
 from tests.conftest_train import INSTRUCTION, tiny_causal, toy_frame

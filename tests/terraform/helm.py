@@ -29,7 +29,7 @@ from steep.stack.terraform import terraform_binary, terraform_sources
 from tests.terraform.hcl import unquote
 
 REPO = Path(__file__).resolve().parents[2]
-CHARTS = REPO.parent / "shared" / "charts"  # every pinned chart, unmodified (nothing fetched is committed here)
+CHARTS = REPO.parent / "shared" / "charts"  # every pinned chart, unmodified: nothing fetched is kept here
 
 
 def chart_dir(chart: str, version: str) -> Path:

@@ -12,8 +12,8 @@ from steep import tracking
 from steep.data import split_dataset
 from steep.pipeline.evaluation import candidates, decide, log_evaluation, with_intervals
 from steep.pipeline.training import TrainResult
-from steep.ray_jobs.evaluate import Evaluation, Role, Scores
 from steep.registry import interval_text
+from steep.scoring.scores import Evaluation, Role, Scores
 from tests.conftest_train import toy_frame
 from tests.steep.pipeline.conftest import toy_config
 

@@ -10,8 +10,8 @@ from steep import tracking
 from steep.data import Dataset, split_dataset
 from steep.pipeline.prepare import PreparedData
 from steep.pipeline.provenance import git_commit, run_tags, tag_run, version_tags
-from steep.ray_jobs.evaluate import Evaluation, Role, Scores
 from steep.registry import GateDecision
+from steep.scoring.scores import Evaluation, Role, Scores
 from steep.validation import ValidationReport
 from tests.conftest_train import toy_frame
 from tests.steep.pipeline.conftest import toy_config

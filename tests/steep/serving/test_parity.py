@@ -13,8 +13,8 @@ import torch
 
 from steep import models, tracking
 from steep.config import SteepConfig
-from steep.ray_jobs.evaluate import pyfunc_summarizer
 from steep.registry import Registry, model_name
+from steep.scoring.candidates import pyfunc_summarizer
 from steep.serving.engine import Engine
 from steep.serving.model_slot import registry_slot
 from tests.conftest_train import INSTRUCTION

@@ -1,24 +1,13 @@
+"""steep.scoring: ROUGE per row and on average, Lead-1, the cache of unchanged models, intervals, plots."""
+
 import json
 
 import pandas as pd
 import pytest
 
-from steep.ray_jobs.evaluate import (
-    Candidate,
-    Evaluation,
-    Role,
-    Scores,
-    compare,
-    comparison_plot,
-    evaluate,
-    evaluate_candidates,
-    in_process,
-    intervals_plot,
-    lead1,
-    predictions_table,
-    row_scores,
-    score,
-)
+from steep.scoring.candidates import Candidate, evaluate, evaluate_candidates, in_process, predictions_table
+from steep.scoring.plots import comparison_plot, intervals_plot
+from steep.scoring.scores import Evaluation, Role, Scores, compare, lead1, row_scores, score
 
 TEST = pd.DataFrame(
     {
