@@ -144,17 +144,17 @@ def run_steep(
     pack_width: `training.packing: true`, each step's examples packed into rows of this many tokens.
     """
     from steep.models import example_tokens
-    from steep.ray_jobs import train as job
+    from steep.ray_jobs import batches, losses
 
     lengths = [example_tokens(e, kind) for e in examples]
-    step_module = job.loss_module(model, kind, "lora")
+    step_module = losses.loss_module(model, kind, "lora")
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
-    batches = [b for epoch in range(1000) for b in job.plan_batches(lengths, batch, seed=0, epoch=epoch)]
+    batches = [b for epoch in range(1000) for b in batches.plan_batches(lengths, batch, seed=0, epoch=epoch)]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
     def step(ids: list[int]) -> None:
-        tensors = job.make_batch(examples, ids, lengths, 0, kind, pack_width)
+        tensors = batches.make_batch(examples, ids, lengths, 0, kind, pack_width)
         tensors = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
         with autocast:
             loss = step_module(**tensors)
@@ -188,7 +188,7 @@ def run_hf_trainer(
             self.times.append(time.perf_counter() - self._t)
 
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        from steep.ray_jobs.train import (
+        from steep.ray_jobs.batches import (
             collate as pad_to_longest,  # what DataCollatorForSeq2Seq(padding=True) does
         )
 

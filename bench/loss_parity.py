@@ -42,7 +42,7 @@ def same_batches(cfg, splits, steps: int) -> list[list[dict]]:
     """The batches steep's loop will train on, in its order: the plan of each epoch, cut at `steps`."""
     from steep.models import example_tokens
     from steep.pipeline.training import prepare
-    from steep.ray_jobs.train import plan_batches
+    from steep.ray_jobs.batches import plan_batches
 
     prepared = prepare(cfg, splits)
     examples = prepared.examples

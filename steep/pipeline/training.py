@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ from steep import heartbeat, models, tracking
 from steep.config import SteepConfig
 from steep.data import Splits
 from steep.errors import SteepError
-from steep.ray_jobs import train as job
+from steep.ray_jobs.checkpoints import MODEL_DIR, STATE_FILE
+from steep.ray_jobs.train import BatchTooLargeError, oom_message, train_loop_per_worker
+from steep.ray_jobs.worker_config import FAULT_ENV, WorkerConfig
 
 RUNS_DIR = "runs"
 LATEST_FILE = "latest"
@@ -370,11 +372,11 @@ def _user_error(exc: BaseException, wanted: tuple[type[BaseException], ...]) -> 
 
 def _translate_error(exc: BaseException, cfg: SteepConfig) -> TrainingError | None:
     """The TrainingError for a failure the user can fix (bad input, a batch too large), else None."""
-    found = _user_error(exc, (job.BatchTooLargeError, SteepError))
+    found = _user_error(exc, (BatchTooLargeError, SteepError))
     if found is not None:
         return TrainingError(str(found))
     if _user_error(exc, _ray_oom_types()) is not None:  # Ray's memory monitor killed a worker first
-        return TrainingError(job.oom_message(cfg.training.batch_size, max(1, cfg.training.workers)))
+        return TrainingError(oom_message(cfg.training.batch_size, max(1, cfg.training.workers)))
     return None
 
 
@@ -389,7 +391,6 @@ def train(
     run_name: str | None = None,
     progress: bool = False,
     checkpoint_storage: str | None = None,
-    fail_at_step: int | None = None,
     tags: dict[str, str] | None = None,
     log_model: bool = True,
 ) -> TrainResult:
@@ -398,7 +399,7 @@ def train(
     resume=True continues the latest run (or `run_name`) from its last checkpoint, in the same MLflow run.
     Ray checkpoints go under project.home, or `checkpoint_storage` (a path or URI every Ray node can reach,
     e.g. the stack's bucket) when the cluster is remote.
-    `fail_at_step` crashes one worker once at that step (a fault-injection hook for tests and drills).
+    STEEP_FAULT_AT_STEP=N in the environment crashes one worker once at step N: a drill of the restart.
     `tags` go on a new run (e.g. mlflow.parentRunId: `steep tune` records each trial as a child run);
     `log_model=False` logs no model (a tune trial's adapter stays in its checkpoint folder).
     """
@@ -415,13 +416,12 @@ def train(
         _log_params(client, run_id, cfg, splits, prepared)
     run_dir = runs_root(cfg) / run_name
     storage = f"{checkpoint_storage.rstrip('/')}/{run_name}" if checkpoint_storage else run_dir / "ray"
-    config = _job_config(cfg, prepared, run_dir, fail_at_step)
     logger = tracking.MetricLogger(run_id)
     with heartbeat.Heartbeat(client, run_id), RaySession(ray_address) as ray_session:
         try:
-            events, placement = _place_workers(cfg, ray_session, run_dir, storage, resume)
+            events, job = _place_workers(cfg, prepared, ray_session, run_dir, storage, resume)
             with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
-                result = _fit(cfg, {**config, **placement}, storage, run_name)
+                result = _fit(cfg, job, storage, run_name)
             checkpoint_dir = _keep_checkpoint(result, run_dir / "final")
             logger.close()
             model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, bar.history, log_model)
@@ -436,7 +436,7 @@ def train(
             raise translated from exc
     return TrainResult(
         run_id=run_id, run_name=run_name, model_uri=model_uri, checkpoint_path=str(checkpoint_dir),
-        model_dir=str(checkpoint_dir / job.MODEL_DIR), base_model_dir=str(prepared.model_dir),
+        model_dir=str(checkpoint_dir / MODEL_DIR), base_model_dir=str(prepared.model_dir),
         metrics=metrics, history=bar.history, resumed_from_step=bar.resumed_from, timing=_timing(t0, bar),
         validation=bar.validation,
     )  # fmt: skip
@@ -495,50 +495,45 @@ def _log_params(client: Any, run_id: str, cfg: SteepConfig, splits: Splits, prep
     client.set_tag(run_id, "steep.model_dir", str(prepared.model_dir))
 
 
-def _job_config(
-    cfg: SteepConfig, prepared: Prepared, run_dir: Path, fail_at_step: int | None
-) -> dict[str, Any]:
-    """What every worker gets: the config, the model and the tokenized examples (workers tokenize nothing)."""
-    return {
-        "cfg": cfg.model_dump(mode="json"),
-        "model_dir": str(prepared.model_dir),
-        "kind": prepared.kind,
-        "prompt_format": prepared.fmt.__dict__,
-        "examples": prepared.examples,
-        "validation_examples": prepared.validation,
-        "fail_at_step": fail_at_step,
-        "fail_marker": str(run_dir / "injected-failure"),
-    }
+def worker_config(cfg: SteepConfig, prepared: Prepared, run_dir: Path) -> WorkerConfig:
+    """What every worker gets before placement: the config, the model, the tokenized examples, this
+    process's threads, and the fault drill's step when STEEP_FAULT_AT_STEP asks for one."""
+    fault = os.environ.get(FAULT_ENV)
+    return WorkerConfig(
+        cfg=cfg, model_dir=str(prepared.model_dir), kind=prepared.kind, prompt_format=prepared.fmt,
+        examples=prepared.examples, validation_examples=prepared.validation, threads=torch.get_num_threads(),
+        fault_at_step=int(fault) if fault else None, fault_marker=str(run_dir / "injected-failure"),
+    )  # fmt: skip
 
 
 def _place_workers(
-    cfg: SteepConfig, ray_session: RaySession, run_dir: Path, storage: Path | str, resume: bool
-) -> tuple[Any, dict[str, Any]]:
+    cfg: SteepConfig, prepared: Prepared, ray_session: RaySession, run_dir: Path, storage: Path | str,
+    resume: bool,
+) -> tuple[Any, WorkerConfig]:  # fmt: skip
     """Where the loop runs, in-process (workers=0) or on Ray; -> (the queue the driver reads events from,
-    the loop's placement config: the sink rank 0 puts events into, its threads, on resume a checkpoint)."""
+    what every worker gets: the config, the model and the tokenized examples, the sink rank 0 puts events
+    into, its threads, on resume a checkpoint). Workers tokenize nothing."""
+    job = worker_config(cfg, prepared, run_dir)
     workers = cfg.training.workers
     if workers == 0:
         local_root = run_dir / "checkpoints"
         events: Any = queue.Queue()
-        placement: dict[str, Any] = {
-            "sink": events,
-            "threads": torch.get_num_threads(),
-            "local_checkpoint_root": str(local_root),  # Ray's local mode keeps no checkpoints
-        }
-        if resume:
-            placement["resume_from"] = _latest_local_checkpoint(local_root)
-        return events, placement
+        resume_from = _latest_local_checkpoint(local_root) if resume else None
+        # Ray's local mode keeps no checkpoints: the loop writes them in place
+        return events, replace(
+            job, sink=events, local_checkpoint_root=str(local_root), resume_from=resume_from
+        )
     strategy, threads = placement_plan(cfg.training.placement, workers, ray_session.connect())
     from ray.util.queue import Queue
 
     # the queue lives on the head: losing a worker node must not lose the run's progress
     events = Queue(actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
-    placement = {"sink": _RayQueueSink(events), "threads": threads, "strategy": strategy}
+    job = replace(job, sink=_RayQueueSink(events), threads=threads, strategy=strategy)
     if resume and isinstance(storage, Path):  # Ray's storage is under project.home (no checkpoint_storage)
         # Ray restores what its controller had registered; a driver killed right after a worker
         # wrote a checkpoint leaves a newer one on disk, and the worker takes whichever is later
-        placement["resume_from"] = _latest_local_checkpoint(storage / run_dir.name)
-    return events, placement
+        job = replace(job, resume_from=_latest_local_checkpoint(storage / run_dir.name))
+    return events, job
 
 
 def placement_plan(placement: str, workers: int, node_cpus: list[int]) -> tuple[str, int]:
@@ -599,7 +594,7 @@ def _timing(t0: float, bar: _Progress) -> dict[str, float]:
     }
 
 
-def _fit(cfg: SteepConfig, config: dict[str, Any], storage: Path | str, run_name: str) -> Any:
+def _fit(cfg: SteepConfig, job: WorkerConfig, storage: Path | str, run_name: str) -> Any:
     """steep/ray_jobs/train.py on a TorchTrainer: N workers, or in the driver's own process for workers=0."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # read when ray.train is imported: just below
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -607,10 +602,10 @@ def _fit(cfg: SteepConfig, config: dict[str, Any], storage: Path | str, run_name
 
     t = cfg.training
     trainer = TorchTrainer(
-        job.train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_per_worker,
+        train_loop_config=job.loop_config(),
         scaling_config=ScalingConfig(
-            num_workers=t.workers, use_gpu=t.use_gpu, placement_strategy=config.get("strategy", "PACK")
+            num_workers=t.workers, use_gpu=t.use_gpu, placement_strategy=job.strategy
         ),
         run_config=RunConfig(
             name=run_name,
@@ -649,12 +644,12 @@ def _log_outputs(
     log_model: bool = True,
 ) -> str | None:  # fmt: skip
     """Loss curve, checkpoint state and the pyfunc model (adapter + base, or merged / full weights)."""
-    model_dir = checkpoint_dir / job.MODEL_DIR
+    model_dir = checkpoint_dir / MODEL_DIR
     with mlflow.start_run(run_id=run_id, log_system_metrics=False), tempfile.TemporaryDirectory() as tmp:
         if history:
             mlflow.log_artifact(str(tracking.loss_plot(history, Path(tmp) / "loss_curve.png")), "plots")
             mlflow.log_dict({"history": history}, "plots/loss_history.json")
-        mlflow.log_artifact(str(checkpoint_dir / job.STATE_FILE), "checkpoint")
+        mlflow.log_artifact(str(checkpoint_dir / STATE_FILE), "checkpoint")
         if not log_model:
             return None
         if cfg.training.method == "full":

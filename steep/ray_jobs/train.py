@@ -10,9 +10,10 @@
 order, `train()` runs epochs of steps; with `training.validation_loss` each checkpoint also carries the mean
 loss per summary token on the validation rows (`validation_loss`). Inside a Ray Tune trial (`steep tune`
 trains in the trial's own process) that loss also goes to Tune, whose early stopping reads it (`RayTrain`).
-The driver (steep/pipeline/training.py) tokenizes once and passes token ids in `config`, so workers repeat
-no preprocessing. The batch plan is a pure function of
-(seed, epoch), so a resumed worker skips exactly the steps it already did.
+The driver (steep/pipeline/training.py) tokenizes once and passes the token ids in a typed `WorkerConfig`,
+so workers repeat no preprocessing. The pieces the loop is built from have modules of their own: batches.py
+(the batch plan, a pure function of (seed, epoch), so a resumed worker skips exactly the steps it already
+did), losses.py and checkpoints.py.
 
 Ray is imported inside the methods that use it, never at the top: importing `ray.train` picks Train V1
 or V2 from RAY_TRAIN_V2_ENABLED, which the driver sets just before it starts the trainer (and imports this
@@ -25,7 +26,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -33,203 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from steep import hardware, models
-from steep.config import SteepConfig
 from steep.quiet import quiet_third_parties
-
-STATE_FILE = "state.json"
-TRAINABLE_FILE = "trainable.pt"
-OPTIMIZER_FILE = "optimizer.pt"
-SCHEDULER_FILE = "scheduler.pt"
-MODEL_DIR = "model"
+from steep.ray_jobs.batches import make_batch, plan_batches
+from steep.ray_jobs.checkpoints import MODEL_DIR, STATE_FILE, export_model, load_checkpoint, save_checkpoint
+from steep.ray_jobs.losses import loss_module, validation_loss
+from steep.ray_jobs.worker_config import WorkerConfig
 
 
 class BatchTooLargeError(RuntimeError):
     """Out of memory in a step; the message names the settings to lower (the driver makes it a SteepError)."""
-
-
-# --------------------------------------------------------------------------------------------- batches
-def plan_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, world: int = 1
-) -> list[list[int]]:
-    """Length-grouped batches: shuffle, sort within windows of 16 batches, shuffle the batches.
-
-    Examples of similar length share a batch (little padding) while batch order stays random. Batches too
-    small to give every worker one example are dropped (DDP needs every rank to step).
-    """
-    rng = random.Random(seed * 100_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * 16
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    batches = [b for b in batches if len(b) >= world]
-    rng.shuffle(batches)
-    return batches
-
-
-def collate(examples: list[dict[str, list[int]]], pad_id: int, kind: str) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example of this micro-batch; labels are -100 on padding."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    label_width = width if kind == "causal" else max(len(e["labels"]) for e in examples)
-    labels = torch.full((len(examples), label_width), models.IGNORE_INDEX, dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[row, :n] = torch.tensor(e["input_ids"])
-        mask[row, :n] = 1
-        labels[row, : len(e["labels"])] = torch.tensor(e["labels"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def pack_rows(lengths: list[int], ids: list[int], width: int) -> list[list[int]]:
-    """First-fit decreasing: a step's examples into as few rows of `width` tokens as they fit in."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(ids, key=lambda i: lengths[i], reverse=True):
-        row = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
-        if row is None:
-            rows.append([i])
-            room.append(max(width, lengths[i]) - lengths[i])
-        else:
-            rows[row].append(i)
-            room[row] -= lengths[i]
-    return rows
-
-
-def collate_packed(rows: list[list[dict[str, list[int]]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Causal examples laid end to end in each row, positions restarting at 0 for each example.
-
-    No attention mask: transformers reads the restarts in `position_ids` as sequence boundaries and keeps
-    attention inside each example (a block-diagonal mask with SDPA, variable-length kernels with
-    flash_attention_2 / flex_attention). An example's first token is never a target (it would be predicted
-    from the previous example); the padding at a row's end is a sequence of its own.
-    """
-    width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), models.IGNORE_INDEX, dtype=torch.long)
-    for r, row in enumerate(rows):
-        at = 0
-        for e in row:
-            n = len(e["input_ids"])
-            ids[r, at : at + n] = torch.tensor(e["input_ids"])
-            positions[r, at : at + n] = torch.arange(n)
-            labels[r, at + 1 : at + n] = torch.tensor(e["labels"][1:n])
-            at += n
-        positions[r, at:] = torch.arange(width - at)
-    return {"input_ids": ids, "position_ids": positions, "labels": labels}
-
-
-def make_batch(
-    examples: list[dict[str, list[int]]],
-    ids: list[int],
-    lengths: list[int],
-    pad_id: int,
-    kind: str,
-    pack_width: int | None,
-) -> dict[str, torch.Tensor]:
-    """One worker's share of a step: packed rows when `pack_width` is set, else padded to the longest."""
-    if pack_width is None:
-        return collate([examples[i] for i in ids], pad_id, kind)
-    rows = pack_rows(lengths, ids, pack_width)
-    return collate_packed([[examples[i] for i in row] for row in rows], pad_id)
-
-
-# --------------------------------------------------------------------------------------------- loss
-class LabelOnlyCausalLoss(nn.Module):
-    """Causal LM loss that projects to the vocabulary only where there are labels.
-
-    A summary is ~10% of the tokens, so skipping the LM head (hidden x vocab) on prompt and padding
-    positions saves most of the head's time and memory. DDP wraps this module, so gradients still sync.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.backbone = base.base_model
-        self.head = base.get_output_embeddings()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
-        targets = labels[:, 1:]
-        keep = targets != models.IGNORE_INDEX
-        logits = self.head(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep])
-
-
-class ModelLoss(nn.Module):
-    """The model's own loss: seq2seq (labels are all targets anyway), soft prompts, unusual heads."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        packed = {} if position_ids is None else {"position_ids": position_ids, "use_cache": False}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **packed).loss
-
-
-def loss_module(model: nn.Module, kind: str, method: str) -> nn.Module:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    plain_head = not any(
-        getattr(base.config, key, None)
-        for key in ("final_logit_softcapping", "logit_scale", "logits_scaling")
-    )
-    if kind == "causal" and method != "prompt_tuning" and plain_head:
-        return LabelOnlyCausalLoss(model)
-    return ModelLoss(model)
-
-
-# --------------------------------------------------------------------------------------------- checkpoints
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only what training changes: the adapter or soft prompt, or every weight for method=full."""
-    names = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
-
-
-def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, state: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(trainable_state(model), folder / TRAINABLE_FILE)
-    torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
-    torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
-    (folder / STATE_FILE).write_text(json.dumps(state))
-
-
-def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
-    model.load_state_dict(torch.load(folder / TRAINABLE_FILE, weights_only=True), strict=False)
-    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
-    return json.loads((folder / STATE_FILE).read_text())
-
-
-def export_model(folder: Path, model: nn.Module, tokenizer, fmt: models.PromptFormat) -> None:
-    """What inference loads: the PEFT adapter (or full weights) + tokenizer + prompt format."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    fmt.save(folder)
 
 
 def lr_lambda(total_steps: int, warmup_steps: int):
@@ -241,43 +55,7 @@ def lr_lambda(total_steps: int, warmup_steps: int):
     return schedule
 
 
-# --------------------------------------------------------------------------------------------- validation
-def label_tokens(labels: torch.Tensor, kind: str) -> int:
-    """The tokens a loss is the mean over: causal labels are shifted by one, seq2seq ones are not."""
-    targets = labels[:, 1:] if kind == "causal" else labels
-    return int((targets != models.IGNORE_INDEX).sum())
-
-
-@torch.no_grad()
-def validation_loss(
-    module: nn.Module,
-    examples: list[dict[str, list[int]]],
-    *,
-    pad_id: int,
-    kind: str,
-    batch_size: int,
-    device: torch.device,
-    autocast: Any = None,
-) -> float:
-    """Mean loss per label (summary) token over `examples`, in length-sorted batches (little padding).
-
-    Each batch's mean is weighted by its label tokens, so the result does not depend on the batching.
-    """
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-    total, tokens = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, kind)
-        count = label_tokens(batch["labels"], kind)
-        if count == 0:
-            continue
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast or contextlib.nullcontext():
-            loss = module(**batch)
-        total += float(loss) * count
-        tokens += count
-    return total / tokens if tokens else float("nan")
-
-
+# --------------------------------------------------------------------------------------------- ray
 class RayTrain:
     """The three Ray Train calls the loop makes: its rank, the checkpoint to resume from, and the report.
 
@@ -355,7 +133,7 @@ class StepReports:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker (or the in-process loop when workers=0); Ray calls it with the driver's config."""
     quiet_third_parties()  # a Ray worker is a process of its own: steep's CLI start-up never ran in it
-    recipe = TrainingRecipe(config)
+    recipe = TrainingRecipe(WorkerConfig.from_loop_config(config))
     recipe.setup()
     recipe.train()
 
@@ -367,11 +145,11 @@ class TrainingRecipe:
     and writes checkpoint files, and every rank reports each checkpoint (it is a barrier).
     """
 
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
-        self.cfg = SteepConfig.model_validate(config["cfg"])
-        self.kind: str = config["kind"]
-        self.examples: list[dict[str, list[int]]] = config["examples"]
+    def __init__(self, job: WorkerConfig):
+        self.job = job
+        self.cfg = job.cfg
+        self.kind: str = job.kind
+        self.examples: list[dict[str, list[int]]] = job.examples
         self.step = 0  # optimizer steps done over all epochs; a restored checkpoint moves it on
 
     # ----------------------------------------------------------------------------------------- setup
@@ -391,7 +169,7 @@ class TrainingRecipe:
         ctx = self.ray.context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.nodes = self._gather_nodes()
-        torch.set_num_threads(self.config["threads"])  # the driver splits a node's CPUs among its workers
+        torch.set_num_threads(self.job.threads)  # the driver splits a node's CPUs among its workers
         torch.manual_seed(self.cfg.project.seed)  # before the model: LoRA's initial weights repeat
 
     def _gather_nodes(self) -> list[dict[str, str]]:
@@ -423,7 +201,7 @@ class TrainingRecipe:
         """The base model with the method applied (LoRA / soft prompt / full), wrapped in its loss and DDP."""
         import ray.train.torch
 
-        t, model_dir = self.cfg.training, Path(self.config["model_dir"])
+        t, model_dir = self.cfg.training, Path(self.job.model_dir)
         self.tokenizer = models.load_tokenizer(model_dir, self.kind)
         base = models.load_model(model_dir, self.kind, attention=t.attention)
         self.model = models.apply_method(base, t, self.kind)
@@ -441,7 +219,7 @@ class TrainingRecipe:
         self.total_steps = min(t.max_steps or math.inf, self.steps_per_epoch * t.epochs)
         model = self.cfg.model
         self.pack_width = model.max_source_tokens + model.max_target_tokens if t.packing else None
-        self.validation = self.config.get("validation_examples") or []
+        self.validation = self.job.validation_examples
 
     def _setup_optimizer(self) -> None:
         """AdamW on the trainable weights only; the rate warms up, then falls linearly to 0 at the end."""
@@ -460,7 +238,7 @@ class TrainingRecipe:
         The driver passes the newest complete checkpoint on disk: one a killed driver never registered
         with Ray is newer than Ray's.
         """
-        resume_dir = self.config.get("resume_from")
+        resume_dir = self.job.resume_from
         checkpoint = self.ray.checkpoint()
         with contextlib.ExitStack() as stack:
             candidates = [Path(resume_dir)] if resume_dir else []
@@ -472,7 +250,7 @@ class TrainingRecipe:
 
     def _setup_reporting(self) -> None:
         """Progress goes through StepReports: on GPU a step's loss is read one step late, without a stall."""
-        self.sink = self.config.get("sink") if self.rank == 0 else None  # rank 0 speaks for all
+        self.sink = self.job.sink if self.rank == 0 else None  # rank 0 speaks for all
         self.reports = StepReports(self.sink, lag=self.device.type == "cuda")
 
     # ----------------------------------------------------------------------------------------- train
@@ -481,7 +259,7 @@ class TrainingRecipe:
         epochs = self.cfg.training.epochs
         start = {"event": "start", "step": self.step, "total_steps": self.total_steps, "world": self.world,
                  "nodes": self.nodes, "precision": self.precision,
-                 "device": hardware.describe(self.device, self.config["threads"])}  # fmt: skip
+                 "device": hardware.describe(self.device, self.job.threads)}  # fmt: skip
         self._send({**start, "estimate_s": self._estimate_seconds()})
         first_epoch = self.step // self.steps_per_epoch if self.steps_per_epoch else 0
         for epoch in range(first_epoch, epochs):
@@ -586,7 +364,7 @@ class TrainingRecipe:
             done = min(self.cfg.training.epochs, math.ceil(self.step / max(1, self.steps_per_epoch)))
             metrics.update(val_loss=val_loss, epochs_done=done)  # max_steps may end training early
             self._send({"event": "validation", "step": self.step, "epoch": done, "val_loss": val_loss})
-        local_root = self.config.get("local_checkpoint_root")
+        local_root = self.job.local_checkpoint_root
         if local_root is None:  # Ray copies the folder into its storage
             folder = Path(tempfile.mkdtemp(prefix="steep-ckpt-"))
         else:  # in-process mode: Ray does not persist, so write in place
@@ -595,7 +373,7 @@ class TrainingRecipe:
             state = {"step": self.step, "epoch": epoch, "total_steps": self.total_steps, "final": final}
             save_checkpoint(folder, self.model, self.optimizer, self.scheduler, state)
             if final:
-                fmt = models.PromptFormat(**self.config["prompt_format"])
+                fmt = self.job.prompt_format
                 export_model(folder / MODEL_DIR, self.model, self.tokenizer, fmt)
         checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if self.rank == 0 else None
         self.ray.report(metrics, checkpoint=checkpoint)
@@ -628,10 +406,10 @@ class TrainingRecipe:
             self.sink.put_nowait(event)
 
     def _maybe_fail(self) -> None:
-        """Fault injection (`fail_at_step`): the last rank crashes once when it reaches that step."""
-        fail_at = self.config.get("fail_at_step")
-        if fail_at is not None and self.step == fail_at and self.rank == self.world - 1:
-            _fail_once(Path(self.config["fail_marker"]), self.step)
+        """The fault drill (STEEP_FAULT_AT_STEP): the last rank crashes once when it reaches that step."""
+        at, marker = self.job.fault_at_step, self.job.fault_marker
+        if at is not None and marker is not None and self.step == at and self.rank == self.world - 1:
+            _fail_once(Path(marker), self.step)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -642,7 +420,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _fail_once(marker: Path, step: int) -> None:
-    """Fault injection for tests: crash this worker the first time it reaches `fail_at_step`."""
+    """Crash this worker the first time it reaches the drill's step (the restarted one goes on)."""
     if not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(step))

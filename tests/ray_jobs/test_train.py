@@ -14,7 +14,9 @@ from steep import hardware, models
 from steep.config import SplitConfig
 from steep.hardware import resolve_precision
 from steep.pipeline.training import TrainingError, train
+from steep.ray_jobs import batches, checkpoints, losses
 from steep.ray_jobs import train as job
+from steep.ray_jobs.worker_config import FAULT_ENV
 from tests.conftest_train import tiny_config, toy_splits
 
 
@@ -31,17 +33,17 @@ def _mean(xs: list[float]) -> float:
 # --------------------------------------------------------------------------------------------- pieces
 def test_length_grouped_plan_covers_everything_once_with_less_padding():
     lengths = [(i * 37) % 200 + 5 for i in range(300)]
-    batches = job.plan_batches(lengths, 8, seed=1, epoch=0)
-    assert sorted(i for b in batches for i in b) == list(range(300))
-    assert batches == job.plan_batches(lengths, 8, seed=1, epoch=0)  # resumable: a pure function
-    assert batches != job.plan_batches(lengths, 8, seed=1, epoch=1)
+    plan = batches.plan_batches(lengths, 8, seed=1, epoch=0)
+    assert sorted(i for b in plan for i in b) == list(range(300))
+    assert plan == batches.plan_batches(lengths, 8, seed=1, epoch=0)  # resumable: a pure function
+    assert plan != batches.plan_batches(lengths, 8, seed=1, epoch=1)
 
     def padding(bs):
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
 
     plain = [list(range(300))[i : i + 8] for i in range(0, 300, 8)]
-    assert padding(batches) < padding(plain) / 4
-    assert all(len(b) >= 2 for b in job.plan_batches(lengths[:17], 8, seed=1, epoch=0, world=2))
+    assert padding(plan) < padding(plain) / 4
+    assert all(len(b) >= 2 for b in batches.plan_batches(lengths[:17], 8, seed=1, epoch=0, world=2))
 
 
 def test_label_only_loss_equals_the_models_own_loss(causal_dir, tmp_path):
@@ -53,17 +55,17 @@ def test_label_only_loss_equals_the_models_own_loss(causal_dir, tmp_path):
         enc.example("alpha bravo charlie delta", "alpha bravo"),
         enc.example("echo golf", "echo golf hotel"),
     ]
-    batch = job.collate(examples, tok.pad_token_id, "causal")
-    fast = job.LabelOnlyCausalLoss(model)(**batch)
+    batch = batches.collate(examples, tok.pad_token_id, "causal")
+    fast = losses.LabelOnlyCausalLoss(model)(**batch)
     reference = model(**batch).loss
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
-    assert isinstance(job.loss_module(model, "causal", "lora"), job.LabelOnlyCausalLoss)
-    assert isinstance(job.loss_module(model, "causal", "prompt_tuning"), job.ModelLoss)
+    assert isinstance(losses.loss_module(model, "causal", "lora"), losses.LabelOnlyCausalLoss)
+    assert isinstance(losses.loss_module(model, "causal", "prompt_tuning"), losses.ModelLoss)
 
 
 def test_packing_fills_rows_first_fit_and_keeps_every_example_once():
     lengths = [90, 10, 60, 40, 35, 30, 120, 5]
-    rows = job.pack_rows(lengths, list(range(8)), width=100)
+    rows = batches.pack_rows(lengths, list(range(8)), width=100)
     assert sorted(i for row in rows for i in row) == list(range(8))
     assert all(sum(lengths[i] for i in row) <= 100 for row in rows if len(row) > 1)
     assert [120] in [[lengths[i] for i in row] for row in rows]  # too long for a row: a row of its own
@@ -89,7 +91,7 @@ def _packing_setup(causal_dir, tmp_path, attention: str = "sdpa"):
 
 @pytest.mark.parametrize(
     ("loss_cls", "attention"),
-    [(job.LabelOnlyCausalLoss, "sdpa"), (job.ModelLoss, "sdpa"), (job.LabelOnlyCausalLoss, "eager")],
+    [(losses.LabelOnlyCausalLoss, "sdpa"), (losses.ModelLoss, "sdpa"), (losses.LabelOnlyCausalLoss, "eager")],
 )
 def test_packed_rows_give_the_padded_batchs_loss_and_gradients(causal_dir, tmp_path, loss_cls, attention):
     """No cross-contamination: attention and targets stay inside each packed example."""
@@ -104,8 +106,8 @@ def test_packed_rows_give_the_padded_batchs_loss_and_gradients(causal_dir, tmp_p
         loss.backward()
         return loss.detach(), torch.cat([p.grad.flatten() for p in trainable])
 
-    padded = job.make_batch(examples, ids, lengths, pad, "causal", pack_width=None)
-    packed = job.make_batch(examples, ids, lengths, pad, "causal", pack_width=2 * max(lengths))
+    padded = batches.make_batch(examples, ids, lengths, pad, "causal", pack_width=None)
+    packed = batches.make_batch(examples, ids, lengths, pad, "causal", pack_width=2 * max(lengths))
     assert packed["input_ids"].shape[0] < len(examples) and "attention_mask" not in packed
     assert int((packed["labels"] != models.IGNORE_INDEX).sum()) == int((padded["labels"] != -100).sum())
     loss_padded, grad_padded = loss_and_grads(padded)
@@ -124,11 +126,11 @@ def test_packed_rows_give_the_padded_batchs_loss_and_gradients(causal_dir, tmp_p
 def test_cuda_packed_rows_with_flex_attention_match_the_padded_batch(causal_dir, tmp_path):
     """flex_attention is the variable-length path on GPU: packed examples must not see each other there."""
     model, examples, lengths, pad = _packing_setup(causal_dir, tmp_path, "flex_attention")
-    step = job.LabelOnlyCausalLoss(model.to("cuda"))
+    step = losses.LabelOnlyCausalLoss(model.to("cuda"))
     ids = list(range(len(examples)))
 
     def loss(width: int | None) -> torch.Tensor:
-        batch = job.make_batch(examples, ids, lengths, pad, "causal", pack_width=width)
+        batch = batches.make_batch(examples, ids, lengths, pad, "causal", pack_width=width)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             return step(**{k: v.to("cuda") for k, v in batch.items()})
 
@@ -165,11 +167,14 @@ def test_causal_full_training_learns_checkpoints_and_logs_a_working_model(causal
     assert len(losses) == result.metrics["steps"] == 3 * len(result.history) / 3
     assert _mean(losses[-5:]) < _mean(losses[:5]) - 0.2  # it learns the toy task
     checkpoint = Path(result.checkpoint_path)
-    state = json.loads((checkpoint / job.STATE_FILE).read_text())
+    state = json.loads((checkpoint / checkpoints.STATE_FILE).read_text())
     assert state["final"] and state["step"] == len(losses)
-    assert {job.TRAINABLE_FILE, job.OPTIMIZER_FILE, job.SCHEDULER_FILE, job.MODEL_DIR} <= {
-        p.name for p in checkpoint.iterdir()
-    }
+    assert {
+        checkpoints.TRAINABLE_FILE,
+        checkpoints.OPTIMIZER_FILE,
+        checkpoints.SCHEDULER_FILE,
+        checkpoints.MODEL_DIR,
+    } <= {p.name for p in checkpoint.iterdir()}
     epochs = sorted(p.name for p in (checkpoint.parent / "checkpoints").iterdir())
     assert len(epochs) == 3  # one per epoch, the last one final
 
@@ -223,12 +228,13 @@ def test_merged_weights_option_logs_one_model_folder(causal_dir, tmp_path):
     )
 
 
-def test_resume_after_a_crash_continues_the_same_run(causal_dir, tmp_path):
+def test_resume_after_a_crash_continues_the_same_run(causal_dir, tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path / "home", causal_dir, epochs=2, checkpoint_every_steps=3)
     cfg.data.split = SplitConfig(train=0.8, validation=0.05, test=0.15)  # 80 training rows: 10 steps an epoch
     splits = toy_splits(cfg, rows=96)
     with pytest.raises(RuntimeError, match="injected"):
-        train(cfg, splits, fail_at_step=7)  # in-process there is no Ray retry: the driver "dies"
+        monkeypatch.setenv(FAULT_ENV, "7")  # the drill: in-process there is no Ray retry, the driver "dies"
+        train(cfg, splits)
     client = mlflow.MlflowClient()
     failed = client.search_runs([client.get_experiment_by_name(cfg.project.name).experiment_id])[0]
     assert failed.info.status == "FAILED"
@@ -296,7 +302,7 @@ def test_out_of_memory_names_the_setting(causal_dir, tmp_path, monkeypatch):
     def boom(self, **batch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
 
-    monkeypatch.setattr(job.LabelOnlyCausalLoss, "forward", boom)
+    monkeypatch.setattr(losses.LabelOnlyCausalLoss, "forward", boom)
     cfg = tiny_config(tmp_path / "home", causal_dir)
     with pytest.raises(TrainingError, match=r"Lower training\.batch_size"):
         train(cfg, toy_splits(cfg))
@@ -308,8 +314,8 @@ def test_bf16_autocast_keeps_the_loss_and_its_gradients_close_to_fp32(causal_dir
     enc = models.Encoder(tok, models.PromptFormat.from_config(cfg.model, "causal"))
     model = models.apply_method(models.load_model(causal_dir, "causal"), cfg.training, "causal")
     examples = [enc.example("alpha bravo charlie delta", "alpha bravo"), enc.example("golf", "golf hotel")]
-    batch = job.collate(examples, tok.pad_token_id, "causal")
-    step = job.LabelOnlyCausalLoss(model)
+    batch = batches.collate(examples, tok.pad_token_id, "causal")
+    step = losses.LabelOnlyCausalLoss(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     def loss_and_grads(autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,9 +341,9 @@ def test_cuda_bf16_step_matches_fp32_and_resolves_to_bf16(causal_dir, tmp_path):
     tok = models.load_tokenizer(causal_dir, "causal")
     enc = models.Encoder(tok, models.PromptFormat.from_config(cfg.model, "causal"))
     model = models.apply_method(models.load_model(causal_dir, "causal"), cfg.training, "causal").to(cuda)
-    batch = job.collate([enc.example("alpha bravo charlie", "alpha")], tok.pad_token_id, "causal")
+    batch = batches.collate([enc.example("alpha bravo charlie", "alpha")], tok.pad_token_id, "causal")
     batch = {k: v.to(cuda) for k, v in batch.items()}
-    step = job.LabelOnlyCausalLoss(model)
+    step = losses.LabelOnlyCausalLoss(model)
     reference = step(**batch).detach()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         fast = step(**batch).detach()

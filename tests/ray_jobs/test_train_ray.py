@@ -18,7 +18,8 @@ import mlflow
 import pytest
 
 from steep.pipeline.training import latest_run, runs_root, train
-from steep.ray_jobs import train as job
+from steep.ray_jobs import checkpoints
+from steep.ray_jobs.worker_config import FAULT_ENV
 from tests.conftest_train import tiny_config, toy_splits
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ def test_two_workers_on_two_nodes_checkpoint_each_epoch(cluster, causal_dir, tmp
     storage = runs_root(cfg) / result.run_name / "ray" / result.run_name
     checkpoints = sorted(c for c in storage.glob("checkpoint_*") if c.is_dir())
     assert len(checkpoints) == 2  # epoch 1, then the final one
-    states = [json.loads((c / job.STATE_FILE).read_text()) for c in checkpoints]
+    states = [json.loads((c / checkpoints.STATE_FILE).read_text()) for c in checkpoints]
     assert [s["final"] for s in states] == [False, True] and states[0]["step"] * 2 == states[1]["step"]
     assert (Path(result.model_dir) / "adapter_model.safetensors").is_file()
     assert mlflow.MlflowClient().get_run(result.run_id).info.status == "FINISHED"
@@ -59,15 +60,16 @@ def test_two_workers_on_two_nodes_checkpoint_each_epoch(cluster, causal_dir, tmp
     assert len(out) == 1
 
 
-def test_a_worker_crash_resumes_from_the_last_checkpoint(cluster, causal_dir, tmp_path):
+def test_a_worker_crash_resumes_from_the_last_checkpoint(cluster, causal_dir, tmp_path, monkeypatch):
     cfg = tiny_config(
         tmp_path / "home", causal_dir, workers=2, epochs=2, checkpoint_every_steps=2, max_failures=1
     )
-    result = train(cfg, toy_splits(cfg, rows=64), fail_at_step=3)
+    monkeypatch.setenv(FAULT_ENV, "3")
+    result = train(cfg, toy_splits(cfg, rows=64))
     assert (runs_root(cfg) / result.run_name / "injected-failure").read_text() == "3"
     assert result.resumed_from_step == 2  # restarted from the step-2 checkpoint, not from scratch
     steps = [h["step"] for h in result.history]
-    total = json.loads((Path(result.checkpoint_path) / job.STATE_FILE).read_text())["total_steps"]
+    total = json.loads((Path(result.checkpoint_path) / checkpoints.STATE_FILE).read_text())["total_steps"]
     assert steps.count(3) == 2 and steps[-1] == result.metrics["steps"] == total
     assert mlflow.MlflowClient().get_run(result.run_id).info.status == "FINISHED"
 
@@ -112,6 +114,6 @@ def test_resume_after_the_driver_dies(cluster, causal_dir, tmp_path):
     # the latest checkpoint on disk, even one Ray's controller had not registered when the driver died
     assert result.resumed_from_step >= max(on_disk) > 0
     assert result.history[0]["step"] == result.resumed_from_step + 1
-    total = json.loads((Path(result.checkpoint_path) / job.STATE_FILE).read_text())["total_steps"]
+    total = json.loads((Path(result.checkpoint_path) / checkpoints.STATE_FILE).read_text())["total_steps"]
     assert result.metrics["steps"] == total and total % 6 == 0
     assert mlflow.MlflowClient().get_run(run_id).info.status == "FINISHED"

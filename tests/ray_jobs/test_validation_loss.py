@@ -9,6 +9,7 @@ import torch
 
 from steep import models
 from steep.pipeline.training import train
+from steep.ray_jobs import batches, losses
 from steep.ray_jobs import train as job
 from tests.conftest_train import tiny_config, toy_splits
 
@@ -31,10 +32,10 @@ def test_the_validation_loss_is_the_mean_over_summary_tokens_whatever_the_batchi
     rows = splits.train.head(20)
     examples = [encoder.example(t, s) for t, s in zip(rows["text"], rows["summary"], strict=True)]
     model = models.load_model(folder, kind).eval()
-    module = job.loss_module(model, kind, "lora")
+    module = losses.loss_module(model, kind, "lora")
 
     def measured(batch_size: int) -> float:
-        return job.validation_loss(
+        return losses.validation_loss(
             module, examples, pad_id=tok.pad_token_id, kind=kind, batch_size=batch_size,
             device=torch.device("cpu"),
         )  # fmt: skip
@@ -43,8 +44,8 @@ def test_the_validation_loss_is_the_mean_over_summary_tokens_whatever_the_batchi
     total = tokens = 0.0
     with torch.no_grad():
         for example in examples:
-            batch = job.collate([example], tok.pad_token_id, kind)
-            count = job.label_tokens(batch["labels"], kind)
+            batch = batches.collate([example], tok.pad_token_id, kind)
+            count = losses.label_tokens(batch["labels"], kind)
             total += float(module(**batch)) * count
             tokens += count
     reference = total / tokens
