@@ -19,7 +19,6 @@ import os
 import queue
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -29,12 +28,12 @@ from typing import Any
 import mlflow
 import torch
 from mlflow.entities import Metric, Param
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from steep import heartbeat, models, tracking
+from steep import heartbeat, logged_model, models, tracking
 from steep.config import SteepConfig
 from steep.data import Splits
 from steep.errors import SteepError
+from steep.pipeline.training_progress import RayQueueSink, TrainingProgress, loss_plot
 from steep.ray_jobs.checkpoints import MODEL_DIR, STATE_FILE
 from steep.ray_jobs.train import BatchTooLargeError, oom_message, train_loop_per_worker
 from steep.ray_jobs.worker_config import FAULT_ENV, WorkerConfig
@@ -138,161 +137,6 @@ def _run_state(cfg: SteepConfig, name: str) -> Path:
 def latest_run(cfg: SteepConfig) -> str | None:
     marker = runs_root(cfg) / LATEST_FILE
     return marker.read_text().strip() if marker.is_file() else None
-
-
-# --------------------------------------------------------------------------------------------- progress
-class _Progress:
-    """Consumes worker events: per-step metrics to MLflow (batched, background) and a terminal bar."""
-
-    def __init__(self, events: Any, logger: Any, total_tokens: int, show: bool):
-        self.events = events
-        self.logger = logger
-        self.total_tokens = total_tokens
-        self.show = show
-        self.history: list[dict[str, float]] = []
-        self.validation: list[dict[str, float]] = []  # the validation loss at each epoch's end
-        self.resumed_from = 0
-        self.precision = "fp32"
-        self.starts: list[dict[str, Any]] = []  # each (re)start of the loop: its first step, ranks' nodes
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="steep-progress", daemon=True)
-        self._bar: Any = None
-        self._task: Any = None
-        self._tokens = 0
-        self.steps_seconds = 0.0  # time inside steps, summed over the steps reported
-        self.estimate_s: float | None = None  # the steps' time, as the loop timed it before the first
-        self.first_step_start: float | None = None
-        self.last_step_end: float | None = None
-
-    def __enter__(self) -> _Progress:
-        if self.show:
-            self._bar = Progress(
-                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(), transient=False,
-            )  # fmt: skip
-            self._bar.start()
-            self._task = self._bar.add_task("train", total=None, info="starting workers")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._consume()
-        if self._bar is not None:
-            self._bar.stop()
-
-    def _get(self) -> list[dict[str, Any]]:
-        if isinstance(self.events, queue.Queue):
-            items = []
-            while True:
-                try:
-                    items.append(self.events.get_nowait())
-                except queue.Empty:
-                    return items
-        try:
-            return list(self.events.get_nowait_batch(self.events.qsize()))
-        except Exception:  # the queue actor is gone (driver shutting down)
-            return []
-
-    def _consume(self) -> None:
-        for event in self._get():
-            if event["event"] == "start":
-                self._on_start(event)
-            elif event["event"] == "step":
-                self._on_step(event)
-            elif event["event"] == "validation":
-                row = {k: event[k] for k in ("step", "epoch", "val_loss")}
-                self.validation.append(row)
-                self.logger.log({"val_loss": row["val_loss"]}, step=row["step"])
-
-    def _on_start(self, event: dict[str, Any]) -> None:
-        """A (re)started loop: where it resumed from, and the precision `auto` resolved to on the worker."""
-        self.resumed_from = max(self.resumed_from, event["step"])
-        self.precision = event.get("precision", self.precision)
-        nodes = event.get("nodes", [])
-        self.starts.append({"step": event["step"], "nodes": nodes})
-        names = sorted({n["name"] for n in nodes})
-        if len(names) > 1:  # worth saying only when the run spans nodes
-            restart = len(self.starts) - 1
-            again = f"; restart {restart}, from step {event['step']}" if restart else ""
-            where = f"{len(names)} Ray nodes ({', '.join(names)}{again})"
-            print(f"training on {len(nodes)} workers across {where}", flush=True)
-        if event.get("estimate_s") is not None:
-            self.estimate_s = event["estimate_s"]
-            self.logger.log({"estimated_train_s": self.estimate_s}, step=event["step"])
-            print(estimate_line(event), flush=True)
-        if self._bar is not None:
-            self._bar.update(self._task, total=event["total_steps"], completed=event["step"], info="")
-
-    def _on_step(self, event: dict[str, Any]) -> None:
-        """One step: a history row, its metrics to MLflow, and the bar (or a log line) moved on."""
-        if self.first_step_start is None:
-            self.first_step_start = event["time"] - event["seconds"]
-        self.last_step_end = event["time"]
-        self._tokens += event["tokens"]
-        self.steps_seconds += event["seconds"]
-        tps = event["tokens"] / max(event["seconds"], 1e-9)
-        row = {"step": event["step"], "loss": event["loss"], "lr": event["lr"], "tokens_per_s": tps}
-        self.history.append(row)
-        self.logger.log({k: v for k, v in row.items() if k != "step"}, step=event["step"])
-        if self._bar is not None:
-            avg = self._tokens / max(self.steps_seconds, 1e-9)
-            info = f"epoch {event['epoch'] + 1} loss {event['loss']:.3f} {avg:,.0f} tok/s"
-            self._bar.update(self._task, completed=event["step"], info=info)
-            if not self._bar.console.is_terminal:
-                self._log_line(event, info)
-
-    def _log_line(self, event: dict[str, Any], info: str) -> None:
-        """Without a terminal (logs, CI, a Prefect worker) the bar is invisible: log every tenth instead."""
-        total = self._bar.tasks[0].total or 0
-        tenth = max(1, total // 10)
-        if event["step"] % tenth and event["step"] != total:
-            return
-        remaining = self._bar.tasks[0].time_remaining
-        eta = f", about {remaining:.0f} s left" if remaining else ""
-        print(f"training step {event['step']}/{total}: {info}{eta}", flush=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self._consume()
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self._tokens / self.steps_seconds if self.steps_seconds else 0.0
-
-
-def estimate_line(event: dict[str, Any]) -> str:
-    """'training: 76 steps in fp32 on <CPU>, 2 threads, no native bf16: about 4 min 10 s on this machine'."""
-    steps = event["total_steps"] - event["step"]
-    device = event.get("device")
-    where = f" on {device}" if device else ""
-    return (
-        f"training: {steps} steps in {event['precision']}{where}: about {duration(event['estimate_s'])} "
-        "(timed on this machine before the first step)"
-    )
-
-
-def duration(seconds: float) -> str:
-    """'45 s', '4 min 10 s', '2 h 05 min': to the second only where that is still meaningful."""
-    if seconds < 1:
-        return "under 1 s"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-class _RayQueueSink:
-    """What rank 0 puts events into: fire-and-forget, so a step never waits on the driver."""
-
-    def __init__(self, ray_queue: Any):
-        self.queue = ray_queue
-
-    def put_nowait(self, item: dict[str, Any]) -> None:
-        self.queue.actor.put_nowait.remote(item)
 
 
 # --------------------------------------------------------------------------------------------- ray
@@ -417,19 +261,21 @@ def train(
     run_dir = runs_root(cfg) / run_name
     storage = f"{checkpoint_storage.rstrip('/')}/{run_name}" if checkpoint_storage else run_dir / "ray"
     logger = tracking.MetricLogger(run_id)
+    total_tokens = prepared.tokens * cfg.training.epochs
     with heartbeat.Heartbeat(client, run_id), RaySession(ray_address) as ray_session:
         try:
-            events, job = _place_workers(cfg, prepared, ray_session, run_dir, storage, resume)
-            with _Progress(events, logger, prepared.tokens * cfg.training.epochs, show=progress) as bar:
-                result = _fit(cfg, job, storage, run_name)
-            checkpoint_dir = _keep_checkpoint(result, run_dir / "final")
-            logger.close()
-            model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, bar.history, log_model)
-            metrics = _collect_metrics(bar)
-            _finish_run(client, run_id, metrics, bar)
+            with tracking.finishing(client, run_id):  # FINISHED, or FAILED / KILLED with the error
+                try:
+                    events, job = _place_workers(cfg, prepared, ray_session, run_dir, storage, resume)
+                    with TrainingProgress(events, logger, total_tokens, show=progress) as bar:
+                        result = _fit(cfg, job, storage, run_name)
+                finally:
+                    logger.close()  # every step's metrics are in before the outputs and the run's end
+                checkpoint_dir = _keep_checkpoint(result, run_dir / "final")
+                model_uri = _log_outputs(cfg, run_id, prepared, checkpoint_dir, bar.history, log_model)
+                metrics = _collect_metrics(bar)
+                _log_summary(client, run_id, metrics, bar)
         except BaseException as exc:
-            logger.close()
-            client.set_terminated(run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             translated = _translate_error(exc, cfg)
             if translated is None:
                 raise
@@ -528,7 +374,7 @@ def _place_workers(
 
     # the queue lives on the head: losing a worker node must not lose the run's progress
     events = Queue(actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
-    job = replace(job, sink=_RayQueueSink(events), threads=threads, strategy=strategy)
+    job = replace(job, sink=RayQueueSink(events), threads=threads, strategy=strategy)
     if resume and isinstance(storage, Path):  # Ray's storage is under project.home (no checkpoint_storage)
         # Ray restores what its controller had registered; a driver killed right after a worker
         # wrote a checkpoint leaves a newer one on disk, and the worker takes whichever is later
@@ -554,7 +400,7 @@ def placement_plan(placement: str, workers: int, node_cpus: list[int]) -> tuple[
     return "PACK", max(1, sum(node_cpus) // workers)
 
 
-def _collect_metrics(bar: _Progress) -> dict[str, float]:
+def _collect_metrics(bar: TrainingProgress) -> dict[str, float]:
     """The run's numbers from the steps the progress consumer saw (a resumed run: the steps since)."""
     history = bar.history
     return {
@@ -566,9 +412,9 @@ def _collect_metrics(bar: _Progress) -> dict[str, float]:
     }
 
 
-def _finish_run(client: Any, run_id: str, metrics: dict[str, float], bar: _Progress) -> None:
+def _log_summary(client: Any, run_id: str, metrics: dict[str, float], bar: TrainingProgress) -> None:
     """Summary metrics (loss and tokens/s are per-step series already), the resolved precision, where the
-    workers ran and how often they restarted, FINISHED."""
+    workers ran and how often they restarted."""
     summary = {k: v for k, v in metrics.items() if k not in ("loss", "tokens_per_s")}
     restarts = max(0, len(bar.starts) - 1)
     client.log_batch(
@@ -578,10 +424,9 @@ def _finish_run(client: Any, run_id: str, metrics: dict[str, float], bar: _Progr
     client.set_tag(run_id, "steep.precision", bar.precision)  # what `training.precision` resolved to
     if bar.starts:  # each rank's Ray node, as the last (re)start placed them
         client.set_tag(run_id, "steep.ray_nodes", json.dumps(bar.starts[-1]["nodes"]))
-    client.set_terminated(run_id, status="FINISHED")
 
 
-def _timing(t0: float, bar: _Progress) -> dict[str, float]:
+def _timing(t0: float, bar: TrainingProgress) -> dict[str, float]:
     """Where the wall time went: start-up (Ray, model load) before the first step, steps, logging after."""
     end = time.time()
     first = bar.first_step_start or end
@@ -647,7 +492,7 @@ def _log_outputs(
     model_dir = checkpoint_dir / MODEL_DIR
     with mlflow.start_run(run_id=run_id, log_system_metrics=False), tempfile.TemporaryDirectory() as tmp:
         if history:
-            mlflow.log_artifact(str(tracking.loss_plot(history, Path(tmp) / "loss_curve.png")), "plots")
+            mlflow.log_artifact(str(loss_plot(history, Path(tmp) / "loss_curve.png")), "plots")
             mlflow.log_dict({"history": history}, "plots/loss_history.json")
         mlflow.log_artifact(str(checkpoint_dir / STATE_FILE), "checkpoint")
         if not log_model:
@@ -663,6 +508,6 @@ def _log_outputs(
             artifacts = {"model": str(merged)}
         else:
             artifacts = {"base_model": str(prepared.model_dir), "adapter": str(model_dir)}
-        return tracking.log_summarizer(
+        return logged_model.log_summarizer(
             artifacts, cfg.serving.max_new_tokens, staging_dir=checkpoint_dir.parent
         )

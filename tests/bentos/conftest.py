@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from steep import tracking
+from steep import logged_model, tracking
 from steep.config import SteepConfig, dump_config
 from steep.models import PromptFormat
 from steep.registry import Registry, model_name
@@ -54,7 +54,7 @@ def register_tiny(cfg: SteepConfig, folder: Path, promote: bool = True) -> str:
         PromptFormat.from_config(cfg.model, "causal").save(folder)
     experiment = tracking.setup(cfg)
     with mlflow.start_run(experiment_id=experiment) as run:
-        uri = tracking.log_summarizer({"model": str(folder)}, cfg.serving.max_new_tokens)
+        uri = logged_model.log_summarizer({"model": str(folder)}, cfg.serving.max_new_tokens)
     registry = Registry(model_name(cfg))
     version = registry.register(uri, run.info.run_id, {"steep.test": True})
     if promote:

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from steep import tracking
+from steep import logged_model, tracking
 from steep.config import SteepConfig
 
 
@@ -65,11 +65,11 @@ def test_metric_logger_batches_and_flushes_on_close(tmp_path):
 
 
 def test_texts_of_accepts_frames_lists_and_strings():
-    assert tracking.texts_of(pd.DataFrame({"id": [1], "text": ["a"]})) == ["a"]
-    assert tracking.texts_of(pd.DataFrame({0: ["b", "c"]})) == ["b", "c"]
-    assert tracking.texts_of(["d"]) == ["d"]
-    assert tracking.texts_of("e") == ["e"]
-    assert tracking.texts_of(pd.Series(["f"])) == ["f"]
+    assert logged_model.texts_of(pd.DataFrame({"id": [1], "text": ["a"]})) == ["a"]
+    assert logged_model.texts_of(pd.DataFrame({0: ["b", "c"]})) == ["b", "c"]
+    assert logged_model.texts_of(["d"]) == ["d"]
+    assert logged_model.texts_of("e") == ["e"]
+    assert logged_model.texts_of(pd.Series(["f"])) == ["f"]
 
 
 class _Client:

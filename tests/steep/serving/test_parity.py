@@ -11,7 +11,7 @@ import peft
 import pytest
 import torch
 
-from steep import models, tracking
+from steep import logged_model, models, tracking
 from steep.config import SteepConfig
 from steep.registry import Registry, model_name
 from steep.scoring.candidates import pyfunc_summarizer
@@ -78,7 +78,7 @@ def register(cfg: SteepConfig, files: dict[str, str]) -> str:
     """Log steep's pyfunc in the embedded store, register it and make it the champion."""
     experiment = tracking.setup(cfg)
     with mlflow.start_run(experiment_id=experiment) as run:
-        uri = tracking.log_summarizer(files, cfg.serving.max_new_tokens)
+        uri = logged_model.log_summarizer(files, cfg.serving.max_new_tokens)
     registry = Registry(model_name(cfg))
     version = registry.register(uri, run.info.run_id, {"steep.test": True})
     registry.promote(version.version, "test")

@@ -1,10 +1,10 @@
-"""steep.pipeline.training's words for the terminal: the estimate printed before the first step."""
+"""steep.pipeline.training_progress: the time estimate printed before the first step, in words."""
 
 from __future__ import annotations
 
 import pytest
 
-from steep.pipeline.training import duration, estimate_line
+from steep.pipeline.training_progress import duration, estimate_line
 
 
 @pytest.mark.parametrize(
