@@ -150,7 +150,7 @@ def run_steep(
     step_module = losses.loss_module(model, kind, "lora")
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
-    batches = [b for epoch in range(1000) for b in batches.plan_batches(lengths, batch, seed=0, epoch=epoch)]
+    plan = [b for epoch in range(1000) for b in batches.plan_batches(lengths, batch, seed=0, epoch=epoch)]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
     def step(ids: list[int]) -> None:
@@ -163,7 +163,7 @@ def run_steep(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return _timed(step, batches, lengths, steps, device)
+    return _timed(step, plan, lengths, steps, device)
 
 
 def run_hf_trainer(

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from steep import drift
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.drift import traffic
 from steep.runtime import Runtime
 from steep.serving.auth import api_key
 
@@ -90,12 +90,12 @@ def simulate(
         from steep.pipeline.drift_check import configured_splits
 
         base = list(configured_splits(cfg).test["text"])
-    texts = drift.shifted_texts(base, count, shift=shift, seed=seed)
+    texts = traffic.shifted_texts(base, count, shift=shift, seed=seed)
     texts = [t[: cfg.serving.max_text_chars] for t in texts]
     key = api_key(cfg.serving)  # None when serving.api_key_env is unset
-    target = url or drift.serving_url(cfg)
+    target = url or traffic.serving_url(cfg)
     with console.status(f"sending {len(texts)} {shift} texts to {target} ..."):
-        sent = drift.send_texts(target, texts, cfg.serving.max_texts, api_key=key)
+        sent = traffic.send_texts(target, texts, cfg.serving.max_texts, api_key=key)
     versions = ", ".join(sorted(sent.versions)) or "?"
     console.print(
         f"sent {sent.texts} texts in {sent.requests} requests to {target} (model version {versions})"

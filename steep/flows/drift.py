@@ -110,9 +110,9 @@ def drift_check_flow(cfg: SteepConfig, emit: bool = True) -> DriftReport:
     report = decide_task(cfg, reference, window, failing)
     flow_run_id = str(flow_run.id) if flow_run.id else None
     report.context.update(drift_check.report_context(cfg, reference, frame, flow_run_id))
-    run_id = drift_check.start_report_run(runtime)
-    report.context["drift_run_id"] = run_id
-    if report.drifted and emit:
-        report.context.update(trigger_task(cfg, report, run_id))
-    log_task(cfg, run_id, report, reference, window)
+    with drift_check.report_run(runtime) as run_id:  # FAILED, not RUNNING, if the trigger or the log fails
+        report.context["drift_run_id"] = run_id
+        if report.drifted and emit:
+            report.context.update(trigger_task(cfg, report, run_id))
+        log_task(cfg, run_id, report, reference, window)
     return report

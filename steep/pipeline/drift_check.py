@@ -8,8 +8,10 @@ payload names that MLflow run, so the retrain it starts links back to the report
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,7 +73,16 @@ def report_context(
 
 
 # --------------------------------------------------------------------------------------------- report run
-def start_report_run(runtime: Runtime) -> str:
+@contextlib.contextmanager
+def report_run(runtime: Runtime) -> Iterator[str]:
+    """The check's MLflow run for the length of the block (-> its id), ended with the block's status:
+    FINISHED, FAILED on an error, KILLED on Ctrl-C. A check that fails half-way never leaves it RUNNING."""
+    run_id = _start_report_run(runtime)
+    with tracking.finishing(mlflow.MlflowClient(), run_id):
+        yield run_id
+
+
+def _start_report_run(runtime: Runtime) -> str:
     """A run in the `<project>-drift` experiment, on the runtime's tracking store; -> its run id.
 
     On a sqlite store (the embedded default), the experiment's artifacts lie beside the database, like the
@@ -98,7 +109,7 @@ def start_report_run(runtime: Runtime) -> str:
 def log_report(
     cfg: SteepConfig, run_id: str, report: DriftReport, reference: Reference | None, window: Sample
 ) -> None:
-    """Values, thresholds, the plot and the whole report on the check's MLflow run, which it ends."""
+    """Values, thresholds, the plot and the whole report on the check's MLflow run (`report_run` ends it)."""
     client = mlflow.MlflowClient()
     for key, value in report.thresholds.items():
         client.log_param(run_id, f"threshold.{key}", value)
@@ -122,7 +133,6 @@ def log_report(
         if reference is not None and report.metrics:
             plot = drift_plot(reference.sample, window, report, Path(tmp) / "drift.png")
             client.log_artifact(run_id, str(plot), "drift")
-    client.set_terminated(run_id)
 
 
 # --------------------------------------------------------------------------------------------- trigger

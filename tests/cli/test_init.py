@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from steep.cli import app, main  # the package import registers every command, init included
 from steep.config import load_config
 from steep.errors import SteepError
+from tests.steep.scaffold.conftest import prose, write_news_csv
 from tests.steep.test_instruction import CLAUSES, DIALOGUES, NEWS
-from tests.steep.test_scaffold import prose, write_news_csv
 
 runner = CliRunner()
 

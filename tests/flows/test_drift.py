@@ -18,7 +18,7 @@ import pytest
 from steep import deploy
 from steep.config import SteepConfig, load_config
 from steep.deploy.worker import WORKER_SERVICE
-from steep.drift import shifted_texts
+from steep.drift.traffic import shifted_texts
 from steep.inference_log import InferenceLog, record
 from steep.pipeline.prepare import prepare_splits
 from steep.registry import Registry, model_name
@@ -152,6 +152,28 @@ def test_too_small_window_says_insufficient(base):
     assert not report.metrics and "event" not in report.context
     time.sleep(3)
     assert len(finetune_runs()) == before
+
+
+def test_a_check_that_fails_after_its_run_is_created_leaves_the_run_failed(base, monkeypatch):
+    """The report's MLflow run ends FAILED (not RUNNING forever) when a step after its creation fails."""
+    import mlflow
+
+    from steep.pipeline import drift_check
+
+    cfg = config_for(base, "failing")
+    log_window(cfg, shifted_texts([], 12, shift="domain"))
+    runs: list[str] = []
+
+    def failing_log(cfg: SteepConfig, run_id: str, *rest: object) -> None:
+        runs.append(run_id)
+        raise RuntimeError("the tracking server went away")
+
+    monkeypatch.setattr(drift_check, "log_report", failing_log)
+    with pytest.raises(RuntimeError, match="went away"):
+        check(cfg)
+    (run_id,) = runs
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["steep.kind"] == "drift-check"
 
 
 def test_drift_starts_one_retrain_per_cooldown(base):

@@ -70,7 +70,8 @@ def project(root: Path, home: Path, **training: object) -> Path:
         {
             "project": {"home": str(home)},
             "data": {"source": str(data), "id_column": "id", "text_column": "text",
-                     "summary_column": "summary", "group_column": "group"},
+                     "summary_column": "summary", "group_column": "group",
+                     "split": {"train": 0.8, "validation": 0.05, "test": 0.15}},  # 80 rows: 20 steps an epoch
             "validation": {"summary_min_words": 1, "min_rows": 10},
             "model": {"source": str(tiny_causal(root / "tiny")), "max_source_tokens": 24,
                       "max_target_tokens": 6, "instruction": INSTRUCTION},

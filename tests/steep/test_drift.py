@@ -15,10 +15,10 @@ from steep.drift import (
     natural_levels,
     oov_share,
     psi,
-    shifted_texts,
     vocabulary_js,
     words,
 )
+from steep.drift.traffic import shifted_texts
 from steep.inference_log import record
 
 SALT = "steep"

@@ -1,6 +1,6 @@
 """`steep drift simulate`'s HTTP client and its shifted inputs, against a stand-in server in a thread.
 
-(Moved out of tests/steep/test_deploy.py when steep.deploy became a package: these test steep.drift.)
+(Moved out of tests/steep/test_deploy.py when steep.deploy became a package: these test steep.drift.traffic.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from steep.drift import DriftError, send_texts, shifted_texts
+from steep.drift import DriftError
+from steep.drift.traffic import send_texts, shifted_texts
 from tests.conftest import REPO
 
 

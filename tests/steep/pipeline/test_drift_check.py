@@ -10,14 +10,15 @@ import pytest
 
 from steep import tracking
 from steep.config import DriftConfig
-from steep.drift import DriftError, Sample, compare
+from steep.drift import DriftError, Reference, Sample, compare
+from steep.pipeline import drift_check
 from steep.pipeline.drift_check import (
     champion_reference,
     configured_splits,
     event_payload,
     log_report,
     report_context,
-    start_report_run,
+    report_run,
 )
 from steep.pipeline.prepare import prepare_splits
 from steep.registry import Registry, model_name
@@ -60,17 +61,18 @@ def test_report_context(tmp_path):
 
 def test_the_report_run_and_what_it_logs(tmp_path, samples, embedded_mlflow):
     cfg = toy_config(tmp_path)
-    run_id = start_report_run(Runtime.of(cfg))
-    client = mlflow.MlflowClient()
-    run = client.get_run(run_id)
-    experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.name == "pipe-test-drift" and run.data.tags["steep.kind"] == "drift-check"
-    assert experiment.artifact_location == (cfg.home / tracking.ARTIFACTS_DIR).resolve().as_uri()
-    assert client.get_run(start_report_run(Runtime.of(cfg))).info.experiment_id == experiment.experiment_id
-
     reference, window = samples
     report = a_report(reference, window)
-    log_report(cfg, run_id, report, None, window)  # no reference: no plot
+    with report_run(Runtime.of(cfg)) as run_id:
+        client = mlflow.MlflowClient()
+        run = client.get_run(run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+        assert experiment.name == "pipe-test-drift" and run.data.tags["steep.kind"] == "drift-check"
+        assert experiment.artifact_location == (cfg.home / tracking.ARTIFACTS_DIR).resolve().as_uri()
+        with report_run(Runtime.of(cfg)) as again:
+            assert client.get_run(again).info.experiment_id == experiment.experiment_id
+        log_report(cfg, run_id, report, None, window)  # no reference: no plot
+        assert client.get_run(run_id).info.status == "RUNNING"  # the run ends with the block, not the log
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["threshold.oov_share"] == str(DriftConfig().oov_threshold)
@@ -83,15 +85,39 @@ def test_the_report_run_and_what_it_logs(tmp_path, samples, embedded_mlflow):
 
 
 def test_a_reference_draws_the_plot(tmp_path, samples, embedded_mlflow):
-    from steep.drift import Reference
-
     cfg = toy_config(tmp_path)
-    run_id = start_report_run(Runtime.of(cfg))
     reference_sample, window = samples
     reference = Reference(reference_sample, "3", "d", None)
-    log_report(cfg, run_id, a_report(reference_sample, window), reference, window)
+    with report_run(Runtime.of(cfg)) as run_id:
+        log_report(cfg, run_id, a_report(reference_sample, window), reference, window)
     paths = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "drift")}
     assert paths == {"drift/report.json", "drift/drift.png"}
+
+
+def test_a_failure_after_the_run_is_created_leaves_it_failed_not_running(
+    tmp_path, samples, embedded_mlflow, monkeypatch
+):
+    """The plot fails half-way through the log: the run ends FAILED, keeps what was logged before, and the
+    error goes on up. A Ctrl-C ends it KILLED."""
+    cfg = toy_config(tmp_path)
+    reference_sample, window = samples
+    reference = Reference(reference_sample, "3", "d", None)
+
+    def broken_plot(*args: object) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(drift_check, "drift_plot", broken_plot)
+    with pytest.raises(OSError, match="no space left"), report_run(Runtime.of(cfg)) as run_id:
+        log_report(cfg, run_id, a_report(reference_sample, window), reference, window)
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.info.end_time is not None
+    assert run.data.tags["steep.status"] == "drift"
+    assert {a.path for a in client.list_artifacts(run_id, "drift")} == {"drift/report.json"}
+
+    with pytest.raises(KeyboardInterrupt), report_run(Runtime.of(cfg)) as stopped:
+        raise KeyboardInterrupt
+    assert client.get_run(stopped).info.status == "KILLED"
 
 
 def test_the_champion_reference_is_its_training_split(tmp_path, embedded_mlflow):

@@ -1,9 +1,9 @@
-"""`steep init`: write a commented steep.yaml (and a .gitignore line) for a new project.
+"""What a data file's columns are for: each column profiled by its contents, then the id, text, summary and
+group columns proposed from names and contents together.
 
-The YAML is generated from the SteepConfig model itself, so every section, default and description shown is
-the one steep actually uses and the file can never drift from the model. With a data file, the column mapping
-is proposed from the column names *and* contents; where the evidence is not clear the file asks a QUESTION
-instead of guessing. The model instruction is proposed from what the texts are (steep.instruction).
+Where the evidence is not clear a role gets a QUESTION (with its candidates) instead of a guess: text and
+summary must be answered before steep can run; an open id or group may stay null (NULL_MEANS says what null
+does).
 """
 
 from __future__ import annotations
@@ -11,43 +11,15 @@ from __future__ import annotations
 import json
 import math
 import re
-import textwrap
-import typing
-import unicodedata
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-import yaml
-from pydantic import BaseModel
 
-from steep.config import (
-    DEFAULT_CONFIG_FILE,
-    PROJECT_NAME,
-    PROJECT_NAME_RULE,
-    ConfigError,
-    SplitConfig,
-    SteepConfig,
-)
-from steep.data import DataError, detect_format, read_table
-from steep.errors import SteepError
-from steep.instruction import DEFAULT_INSTRUCTION, GENERIC, InstructionProposal, propose_instruction
+from steep.config import SplitConfig
+from steep.data import DataError
 
-FALLBACK_NAME = "my-summarizer"
-GITIGNORE_LINE = ".steep/"
-LINE_WIDTH = 110
-_MAX_ALIGN = 44  # trailing comments line up at most this far right; longer lines just get two spaces
-
-HEADER = """\
-# steep.yaml: the one file that configures steep, written by `steep init` from the config model. Every key
-# shows its default; delete a key to keep the default. `steep config show` prints the resolved config.
-# Main commands: `steep validate` checks the data, `steep run` trains, evaluates and registers a model,
-# `steep serve` serves the champion over HTTP.
-"""
-
-# ------------------------------------------------------------------------------------- column proposal
 ROLES = ("id", "text", "summary", "group")
 _KEYS = {"id": "id_column", "text": "text_column", "summary": "summary_column", "group": "group_column"}
 _REQUIRED = {"text", "summary"}  # str fields in DataConfig; id and group may legitimately be null
@@ -57,7 +29,7 @@ _QUESTIONS = {
     "summary": "which column holds the reference summaries?",
     "group": "which column groups rows that must stay in one split (e.g. the source document)?",
 }
-_NULL_MEANS = {
+NULL_MEANS = {
     "id": "null: the row number (or the JSON object's key) is the id",
     "group": "null: every row is its own group, rows are split independently",
 }
@@ -340,7 +312,7 @@ def _id(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
         why = f"name {best[0].name!r}; all {best[0].rows:,} values unique"
         return _pick("id", best[0], why)
     if best:
-        return _ask("id", f"several unique id-like columns; {_NULL_MEANS['id']}", best)
+        return _ask("id", f"several unique id-like columns; {NULL_MEANS['id']}", best)
     by_content = [
         p for p in profiles if p.name not in taken and p.unique and p.label_like and p.name != "_key"
     ]
@@ -348,13 +320,13 @@ def _id(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
         p = by_content[0]
         return _pick("id", p, f"all {p.rows:,} values unique and short, as ids are")
     if by_content:
-        return _ask("id", f"several columns with unique short values; {_NULL_MEANS['id']}", by_content)
+        return _ask("id", f"several columns with unique short values; {NULL_MEANS['id']}", by_content)
     repeated = [p.name for p in named if not p.unique]
     note = f" ({', '.join(repeated)} repeat values)" if repeated else ""
     if any(p.name == "_key" for p in profiles):
         why = f"records keyed by id in a JSON object: null uses those keys{note}"
     else:
-        why = f"no unique id-like column (id, uid, *_id){note}; {_NULL_MEANS['id']}"
+        why = f"no unique id-like column (id, uid, *_id){note}; {NULL_MEANS['id']}"
     return RoleProposal("id", None, why)
 
 
@@ -417,13 +389,13 @@ def _group(profiles: list[ColumnProfile], taken: set[str]) -> RoleProposal:
         if enough:
             counts = ", ".join(f"{p.name} {p.distinct:,}" for p in enough)
             return _ask(
-                "group", f"several {several} (distinct values: {counts}); {_NULL_MEANS['group']}", enough
+                "group", f"several {several} (distinct values: {counts}); {NULL_MEANS['group']}", enough
             )
     if repeated:
         aside = "; ".join(_set_aside(p, needed) for p in repeated)
-        why = f"no column to keep whole in one split ({aside}); {_NULL_MEANS['group']}"
+        why = f"no column to keep whole in one split ({aside}); {NULL_MEANS['group']}"
     else:
-        why = f"no other column repeats values (like doc, group, source); {_NULL_MEANS['group']}"
+        why = f"no other column repeats values (like doc, group, source); {NULL_MEANS['group']}"
     return RoleProposal("group", None, why)
 
 
@@ -441,278 +413,3 @@ def propose_columns(frame: pd.DataFrame) -> ColumnProposal:
         columns=tuple(p.name for p in profiles),
         roles=(ident, text, summary, group),
     )
-
-
-def instruction_for(frame: pd.DataFrame, proposal: ColumnProposal) -> InstructionProposal:
-    """model.instruction from the texts and summaries init mapped; generic while the text column is open."""
-    text, summary = proposal.role("text").column, proposal.role("summary").column
-    if text is None:
-        why = (
-            "the text column is an open QUESTION: a generic instruction; name your kind of text once answered"
-        )
-        return InstructionProposal(GENERIC, DEFAULT_INSTRUCTION, why)
-    return propose_instruction(frame[text].tolist(), frame[summary].tolist() if summary else [])
-
-
-# ------------------------------------------------------------------------------------- YAML rendering
-def _section_type(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
-def _choices(annotation: Any) -> list[str]:
-    """The allowed values of a Literal (or Literal | None) field, for the comment."""
-    if typing.get_origin(annotation) is Literal:
-        return [str(a) for a in typing.get_args(annotation)]
-    args = typing.get_args(annotation)
-    literals = [a for a in args if typing.get_origin(a) is Literal]
-    if literals and all(a is type(None) or a in literals for a in args):
-        return [str(v) for lit in literals for v in typing.get_args(lit)]
-    return []
-
-
-def yaml_value(value: Any) -> str:
-    """One value as it appears after `key: ` (flow style for lists and mappings, quoted where needed)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True, sort_keys=False)
-    return text.strip().removesuffix("\n...").strip()
-
-
-def _comment_block(text: str, pad: str) -> list[str]:
-    width = max(LINE_WIDTH - len(pad) - 2, 40)
-    return [f"{pad}# {line}" for line in textwrap.wrap(text, width, break_on_hyphens=False)]
-
-
-@dataclass
-class _Line:
-    pad: str
-    text: str  # "key: value", or "key:" for a section
-    comment: str = ""
-    above: list[str] = field(default_factory=list)
-    section: bool = False
-    parent: str = ""
-
-
-def model_paths(model: type[BaseModel] = SteepConfig, prefix: str = "") -> list[str]:
-    """Every leaf key of the model as section.key (nested sections walked)."""
-    paths = []
-    for name, info in model.model_fields.items():
-        sub = _section_type(info.annotation)
-        paths += model_paths(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"]
-    return paths
-
-
-def render_config(
-    values: Mapping[str, Any] | None = None,
-    *,
-    notes: Mapping[str, str] | None = None,
-    above: Mapping[str, str] | None = None,
-    questions: Mapping[str, str] | None = None,
-) -> str:
-    """steep.yaml text for the defaults of SteepConfig, with `values` (section.key -> value) put in.
-
-    notes replace a key's trailing comment (else its Field description, plus the allowed values of a Literal);
-    above adds a comment block over a key; questions add a `# QUESTION: ...` line over a key.
-    """
-    values, notes, above, questions = values or {}, notes or {}, above or {}, questions or {}
-    known = set(model_paths())
-    unknown = sorted((set(values) | set(notes) | set(above) | set(questions)) - known)
-    if unknown:
-        raise ValueError(f"not keys of SteepConfig: {', '.join(unknown)}")
-    lines: list[_Line] = []
-
-    def walk(model: type[BaseModel], defaults: dict[str, Any], prefix: str, depth: int) -> None:
-        pad = "  " * depth
-        for name, info in model.model_fields.items():
-            path = f"{prefix}{name}"
-            sub = _section_type(info.annotation)
-            if sub is not None:
-                lines.append(_Line(pad, f"{name}:", info.description or "", section=True, parent=prefix))
-                walk(sub, defaults[name], f"{path}.", depth + 1)
-                continue
-            value = values.get(path, defaults[name])
-            comment = notes.get(path)
-            if comment is None:
-                choices = " | ".join(_choices(info.annotation))
-                desc = info.description or ""
-                comment = f"{choices}: {desc}" if choices and desc else choices or desc
-            block = _comment_block(above[path], pad) if path in above else []
-            if path in questions:
-                block += _comment_block(f"QUESTION: {questions[path]}", pad)
-            flow = f"{name}: {yaml_value(value)}"
-            if isinstance(value, dict) and value and len(pad + flow) > LINE_WIDTH:  # one key a line
-                lines.append(_Line(pad, f"{name}:", comment, block, parent=prefix))
-                for key, item in value.items():
-                    lines.append(_Line(pad + "  ", f"{yaml_value(key)}: {yaml_value(item)}", parent=path))
-                continue
-            lines.append(_Line(pad, flow, comment, block, parent=prefix))
-
-    walk(SteepConfig, SteepConfig().model_dump(mode="json"), "", 0)
-    return HEADER + _format(lines)
-
-
-def _format(lines: list[_Line]) -> str:
-    """Trailing comments aligned per section; a comment too long for its line goes above the key."""
-    widths: dict[str, int] = {}
-    for ln in lines:
-        width = len(ln.pad + ln.text)
-        if not ln.section and width <= _MAX_ALIGN:
-            widths[ln.parent] = max(widths.get(ln.parent, 0), width)
-    out: list[str] = []
-    for ln in lines:
-        if ln.section and not ln.pad:
-            out.append("")
-        out.extend(ln.above)
-        body = ln.pad + ln.text
-        col = widths.get(ln.parent, 0) + 2
-        inline = f"{body.ljust(col) if len(body) < col else body + '  '}# {ln.comment}"
-        if not ln.comment:
-            out.append(body)
-        elif len(inline) <= LINE_WIDTH:
-            out.append(inline)
-        else:
-            out.extend(_comment_block(ln.comment, ln.pad))
-            out.append(body)
-    return "\n".join(out) + "\n"
-
-
-# ------------------------------------------------------------------------------------- project
-def slug(text: str) -> str:
-    """A folder name as a project name: lowercase ASCII, digits and hyphens, starting with a letter."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    out = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower())
-    out = re.sub(r"^[^a-z]+", "", out)
-    return out[:40].strip("-")
-
-
-def _valid_name(name: str) -> bool:
-    return bool(PROJECT_NAME.fullmatch(name))
-
-
-def choose_name(directory: Path, name: str | None) -> tuple[str, str | None]:
-    """project.name: --name as given (checked), else a slug of the folder name, else a fallback and a note."""
-    if name is not None:
-        if not _valid_name(name):
-            raise ConfigError(f"--name {name!r}: a project name must be {PROJECT_NAME_RULE}")
-        return name, None
-    folder = directory.resolve().name
-    candidate = slug(folder)
-    if _valid_name(candidate):
-        return candidate, None
-    note = (
-        f"project.name is {FALLBACK_NAME!r}: the folder name {folder!r} does not make a valid one "
-        f"({PROJECT_NAME_RULE}); change it in steep.yaml or pass --name"
-    )
-    return FALLBACK_NAME, note
-
-
-def read_data(path: Path) -> pd.DataFrame:
-    """The data file read exactly as `steep run` reads it, so init sees the same columns."""
-    if not path.exists():
-        raise DataError(f"--data {path}: no such file. Point --data at a JSONL, JSON, CSV or Parquet file.")
-    if path.is_dir():
-        raise DataError(f"--data {path} is a folder; point it at one JSONL, JSON, CSV or Parquet file")
-    return read_table(path, detect_format(path, "auto"))
-
-
-def source_for(data: Path, directory: Path) -> str:
-    """data.source: relative to the project folder when the file lies inside it (load_config anchors it
-    there), so the project can move as a whole; absolute otherwise."""
-    resolved, home = data.resolve(), directory.resolve()
-    try:
-        return resolved.relative_to(home).as_posix()
-    except ValueError:
-        return resolved.as_posix()
-
-
-def ensure_gitignore(directory: Path) -> str:
-    """Keep steep's state folder out of git: 'created', 'added' or 'unchanged'."""
-    path = directory / ".gitignore"
-    if not path.exists():
-        path.write_text(f"{GITIGNORE_LINE}\n", encoding="utf-8")
-        return "created"
-    text = path.read_text(encoding="utf-8")
-    present = {line.strip().strip("/") for line in text.splitlines()}
-    if GITIGNORE_LINE.strip("/") in present:
-        return "unchanged"
-    sep = "" if not text or text.endswith("\n") else "\n"
-    path.write_text(f"{text}{sep}{GITIGNORE_LINE}\n", encoding="utf-8")
-    return "added"
-
-
-_SOURCE_HINT = (
-    "Point data.source at your data: a local JSONL, JSON, CSV or Parquet file (or an http(s) URL), set "
-    "sha256: null for a local file, and map its columns below. `steep init --data FILE` proposes the "
-    "mapping. The default is the public legal summarization set (Manor & Li 2019)."
-)
-
-
-def project_config(
-    name: str,
-    source: str | None,
-    proposal: ColumnProposal | None,
-    instruction: InstructionProposal | None = None,
-) -> str:
-    """The steep.yaml text for a new project: defaults, the name, and the data mapping and the model
-    instruction when there is data."""
-    values: dict[str, Any] = {"project.name": name}
-    notes: dict[str, str] = {}
-    questions: dict[str, str] = {}
-    above = {"data.source": _SOURCE_HINT}
-    if source is not None:
-        values |= {"data.source": source, "data.format": "auto", "data.sha256": None}
-        where = "" if Path(source).is_absolute() else " (relative to this file's folder)"
-        above = {"data.source": f"read by `steep init`{where}; check the column mapping it proposed below"}
-        notes["data.sha256"] = "a local file needs no checksum"
-    if proposal is not None:
-        values |= proposal.settings()
-        for r in proposal.roles:
-            if r.question is None:
-                notes[r.key] = r.why
-                continue
-            questions[r.key] = r.question_line()
-            above[r.key] = f"({r.why})"
-            notes[r.key] = (
-                "answer the QUESTION above; steep stops with an error while this is null"
-                if r.required
-                else _NULL_MEANS[r.role]
-            )
-    if instruction is not None:
-        values["model.instruction"] = instruction.instruction
-        notes["model.instruction"] = instruction.why
-    return render_config(values, notes=notes, above=above, questions=questions)
-
-
-@dataclass(frozen=True)
-class InitResult:
-    config: Path
-    gitignore: str
-    name: str
-    name_note: str | None
-    source: str | None
-    proposal: ColumnProposal | None
-    instruction: InstructionProposal | None = None
-
-
-def write_project(
-    directory: Path, *, data: Path | None = None, force: bool = False, name: str | None = None
-) -> InitResult:
-    """Write DIR/steep.yaml and the .gitignore line; nothing else. Everything is checked before writing."""
-    directory = Path(directory)
-    config = directory / DEFAULT_CONFIG_FILE
-    if config.exists() and not force:
-        raise SteepError(f"{config} already exists; pass --force to overwrite it")
-    if directory.exists() and not directory.is_dir():
-        raise SteepError(f"{directory} is a file, not a folder; give init a folder for the project")
-    project_name, note = choose_name(directory, name)
-    proposal = source = instruction = None
-    if data is not None:
-        frame = read_data(Path(data))
-        proposal = propose_columns(frame)
-        instruction = instruction_for(frame, proposal)
-        source = source_for(Path(data), directory)
-    text = project_config(project_name, source, proposal, instruction)
-    directory.mkdir(parents=True, exist_ok=True)
-    config.write_text(text, encoding="utf-8")
-    gitignore = ensure_gitignore(directory)
-    return InitResult(config, gitignore, project_name, note, source, proposal, instruction)
