@@ -1,5 +1,5 @@
 """`-c` overlays merged in order, and `steep tune` as a command (the search itself replaced here: the real
-one is tests/steep/pipeline/test_tune_ray.py)."""
+one is tests/steep/pipeline/tune/test_search_on_ray.py)."""
 
 from __future__ import annotations
 
