@@ -86,7 +86,7 @@ def in_process(cfg, selector: str, items: list[str]) -> tuple[Side, object, str]
     """The sequential side; the model then prepared as the server prepares it; its name:version."""
     import mlflow
 
-    from steep.runtime import Runtime
+    from steep.endpoints import Runtime
     from steep.serving.model_slot import resolve_version
 
     registry = Runtime.of(cfg).registry()
@@ -195,7 +195,7 @@ def served(cfg, selector: str, model: str, items: list[str], args: argparse.Name
     import httpx
 
     from steep import tracking
-    from steep.runtime import Runtime
+    from steep.endpoints import Runtime
     from steep.serving import process
     from steep.serving.auth import api_key
     from steep.stack.daemons import free_port

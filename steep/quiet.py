@@ -59,7 +59,7 @@ KNOWN_WARNINGS: list[tuple[str, type[Warning], str]] = [
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\.modeling_utils\Z"),
     # MLflow (3.17) warns when a model with a signature is logged without an input example. Giving one makes
     # log_model load the model and generate with it to validate the example (measured on SmolLM2-135M +
-    # LoRA, 2 CPU cores: steep.logged_model.log_summarizer 1.3-1.6 s -> 7-17 s), pyfunc.log_model has no parameter
+    # LoRA, 2 CPU cores: logged_model.log_summarizer 1.3-1.6 s -> 7-17 s), pyfunc.log_model has no parameter
     # to skip that, and the signature steep logs already describes the input. (MLflow colours the message:
     # it starts with an ANSI escape.)
     (

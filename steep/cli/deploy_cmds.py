@@ -9,7 +9,7 @@ import typer
 
 from steep import deploy
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.runtime import Runtime
+from steep.endpoints import Runtime
 
 
 @app.command("deploy")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
 from steep.drift import traffic
-from steep.runtime import Runtime
+from steep.endpoints import Runtime
 from steep.serving.auth import api_key
 
 drift_app = typer.Typer(

@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.endpoints import Runtime
 from steep.registry import CHALLENGER, CHAMPION, METRIC_LABELS, Registry
-from steep.runtime import Runtime
 from steep.significance import DEFAULT_CONFIDENCE, Interval
 
 models_app = typer.Typer(

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.endpoints import Runtime
 from steep.registry import METRIC_LABELS, METRICS
-from steep.runtime import Runtime
 
 if TYPE_CHECKING:  # the evaluation stage imports nltk: seconds every command would pay at start-up
     from steep.scoring.scores import Evaluation

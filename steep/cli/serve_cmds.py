@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.endpoints import Runtime
 from steep.inference_log import inference_store
-from steep.runtime import Runtime
 from steep.serving import ServingError, process
 from steep.serving import package as pkg
 from steep.serving.auth import api_key

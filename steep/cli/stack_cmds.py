@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
-from steep.runtime import Runtime
+from steep.endpoints import Runtime
 from steep.stack import health, lifecycle, teardown
 from steep.stack.contract import Stack, StackError
+from steep.stack.port_forward import reachable
 from steep.stack.provision import provision as provision_stack
-from steep.stack.reach import reachable
 from steep.stack.record import current, home_of, provisioned_targets, stack_file
 from steep.stack.terraform import TARGETS
 

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.endpoints import Runtime
 from steep.errors import SteepError
-from steep.runtime import Runtime
 
 
 @app.command("train")

@@ -11,9 +11,9 @@ from rich.markup import escape
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
 from steep.config import find_config
+from steep.endpoints import Runtime
 from steep.errors import SteepError
 from steep.registry import METRIC_LABELS
-from steep.runtime import Runtime
 
 
 @app.command("tune")

@@ -21,11 +21,11 @@ from prefect.runtime import flow_run
 from steep import deploy
 from steep.config import SteepConfig, parse_duration
 from steep.drift import DriftReport, Reference, Sample, compare
+from steep.endpoints import Runtime
 from steep.expectations.inference_batch import BatchResult, run_inference_suite
 from steep.inference_log import InferenceLog
 from steep.pipeline import drift_check
 from steep.quiet import quiet_third_parties
-from steep.runtime import Runtime
 
 
 # --------------------------------------------------------------------------------------------- tasks

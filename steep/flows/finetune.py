@@ -21,13 +21,13 @@ from prefect.runtime import flow_run
 from steep.approval import VERSION_TAG, approve_command
 from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset
+from steep.endpoints import Runtime
 from steep.errors import SteepError
 from steep.pipeline import evaluation, provenance
 from steep.pipeline.prepare import PreparedData, ValidationFailed, split_validated, validate_dataset
 from steep.pipeline.training import TrainResult, train
 from steep.quiet import quiet_third_parties
 from steep.registry import GateDecision, Registry
-from steep.runtime import Runtime
 from steep.scoring.scores import Evaluation
 from steep.serving.package import ModelRef, bento_version, build_bento
 from steep.validation import ValidationReport

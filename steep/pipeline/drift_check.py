@@ -24,9 +24,9 @@ from steep import deploy, tracking
 from steep.config import SteepConfig, parse_duration
 from steep.data import Splits
 from steep.drift import DriftError, DriftReport, Reference, Sample, drift_plot
+from steep.endpoints import Runtime
 from steep.pipeline.prepare import ValidationFailed, prepare_splits
 from steep.registry import CHAMPION, Registry, model_name
-from steep.runtime import Runtime
 
 
 # --------------------------------------------------------------------------------------------- reference

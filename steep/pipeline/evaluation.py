@@ -14,7 +14,8 @@ import pandas as pd
 from steep import models
 from steep.config import SteepConfig
 from steep.data import Splits
-from steep.pipeline.training import RaySession, TrainResult
+from steep.pipeline.ray_session import RaySession
+from steep.pipeline.training import TrainResult
 from steep.ray_jobs.evaluate import on_ray_nodes
 from steep.registry import CHAMPION, GateDecision, Registry, promotion_decision
 from steep.scoring.candidates import (

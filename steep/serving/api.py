@@ -42,7 +42,7 @@ from steep.serving.openai_schema import (
     Usage,
     request_types,
 )
-from steep.serving.schema import Summary, texts_type
+from steep.serving.summarize_schema import Summary, texts_type
 
 ERRORS: dict[int, str] = {
     400: "the request is malformed or breaks a limit; the message names the field",

@@ -19,7 +19,7 @@ from steep.inference_log import InferenceLog, record
 from steep.serving import ServingError
 from steep.serving.batcher import Batcher, Row
 from steep.serving.model_slot import LoadedModel, ModelSlot, registry_slot
-from steep.serving.schema import Item, Summary, as_items
+from steep.serving.summarize_schema import Item, Summary, as_items
 
 log = logging.getLogger("steep.serving")
 

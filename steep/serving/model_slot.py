@@ -16,8 +16,8 @@ from typing import Any
 import mlflow.pyfunc
 
 from steep.config import SteepConfig, parse_duration
+from steep.endpoints import Runtime
 from steep.registry import Registry
-from steep.runtime import Runtime
 from steep.serving import ServingError
 
 log = logging.getLogger("steep.serving")

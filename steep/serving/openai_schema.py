@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from steep.config import ServingConfig
-from steep.serving.schema import NON_SPACE, text_type
+from steep.serving.summarize_schema import NON_SPACE, text_type
 
 
 class ErrorDetail(BaseModel):

@@ -41,7 +41,7 @@ class Stack:
     expires_at: str | None = None
     idle_timeout_s: float | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
-    reach: dict[str, Any] = field(default_factory=dict)  # how this machine gets to them (steep.stack.reach)
+    reach: dict[str, Any] = field(default_factory=dict)  # how this machine gets to them (stack.port_forward)
 
     def env(self) -> dict[str, str]:
         """Environment variables that point MLflow, Prefect and Ray clients at this stack."""

@@ -23,7 +23,7 @@ import httpx
 from steep import heartbeat, quiet
 from steep.stack import daemons, teardown
 from steep.stack.contract import Stack, StackError
-from steep.stack.reach import reachable
+from steep.stack.port_forward import reachable
 from steep.stack.record import current, read_record
 
 _REQUESTS = re.compile(r"^bentoml_service_request_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)

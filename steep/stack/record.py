@@ -1,7 +1,7 @@
 """The stack record `<project.home>/stack.json`: the outputs of the last apply, its TTL and idle timeout.
 
 Its presence means "a stack is provisioned"; `current()` turns it into the contract, as recorded: on a cloud
-the addresses are in-cluster ones (what pods are given); `steep.stack.reach.reachable` turns them into ones
+the addresses are in-cluster ones (what pods are given); `port_forward.reachable` turns them into ones
 this machine opens, from the record's `reach` section. What a failed apply left without a record is found
 from the Terraform state (`provisioned_targets`), so destroy still sees it.
 """
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steep.stack import reach
+from steep.stack import port_forward
 from steep.stack import terraform as tf
 from steep.stack.contract import CONTRACT, Stack, StackError
 
@@ -55,7 +55,7 @@ def current(cfg: SteepConfig | Path | str) -> Stack | None:
         expires_at=record.get("expires_at"),
         idle_timeout_s=record.get("idle_timeout_s"),
         outputs=outputs,
-        reach=record.get("reach") or reach.plan(outputs),
+        reach=record.get("reach") or port_forward.plan(outputs),
     )
 
 
@@ -86,9 +86,9 @@ def reach_section(outputs: dict[str, Any]) -> dict[str, Any]:
     """What steep needs to reach the services from this machine: nothing more on the local target; on a
     cloud, the Service and port behind each in-cluster address and the kubeconfig context of the cluster
     (when this machine has one now; else it is looked up on first use)."""
-    section = reach.plan(outputs)
+    section = port_forward.plan(outputs)
     if section["mode"] == "port-forward":
-        section["context"] = reach.context_for_record(outputs)
+        section["context"] = port_forward.context_for_record(outputs)
     return section
 
 

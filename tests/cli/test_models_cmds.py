@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 import steep.cli  # registers every command on the app
 from steep.cli.app import app, console
 from steep.config import load_config
+from steep.endpoints import Runtime
 from steep.registry import CHALLENGER, CHAMPION, Registry, RegistryError
-from steep.runtime import Runtime
 from steep.stack import daemons
 from steep.stack.contract import CONTRACT
 from steep.stack.record import write_record

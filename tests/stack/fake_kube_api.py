@@ -1,6 +1,6 @@
 """A stand-in Kubernetes API server for the port-forward test: no kube-apiserver can run here.
 
-It answers the three calls `steep.stack.reach.kube_connector` makes (read a Service, list its pods, open a
+It answers the three calls `port_forward.kube_connector` makes (read a Service, list its pods, open a
 pod's port-forward websocket) the way the API server does, and relays the forwarded port to a real TCP
 server on this machine. The websocket speaks the port-forward channel protocol: per port a data channel
 (even) and an error channel (odd), each opened by a frame of the channel byte and the port (little-endian).

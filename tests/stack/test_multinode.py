@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from steep.config import SteepConfig, dump_config
-from steep.pipeline import training
+from steep.pipeline import ray_session
 from steep.ray_jobs.evaluate import on_ray_nodes
 from steep.scoring.candidates import Candidate
 from steep.scoring.scores import Role
@@ -191,7 +191,7 @@ def test_evaluation_generates_as_ray_tasks_on_every_worker_node(stack) -> None:
             return [t.upper() for t in texts]
 
     lines: list[str] = []
-    with training.RaySession(record.ray_address) as session:
+    with ray_session.RaySession(record.ray_address) as session:
         assert len(session.connect()) == NODES  # the head offers no CPU
         generate = on_ray_nodes({"max_new_tokens": 4}, 2, record.mlflow_tracking_uri, lines.append)
         out = generate(Candidate("challenger", Role.CHALLENGER, lambda: Upper()), texts)

@@ -28,7 +28,7 @@ import mlflow
 from steep import heartbeat, tracking
 from steep.config import SteepConfig
 from steep.data import Splits
-from steep.pipeline import training
+from steep.pipeline import ray_session, training
 from steep.pipeline.tune.mlflow_runs import close_children, log_parent, start_parent
 from steep.pipeline.tune.outcomes import TrialOutcome, best_trial, nothing_finished
 from steep.pipeline.tune.overlay import (
@@ -113,8 +113,8 @@ def tune(
     latest = training.latest_run(cfg)  # trials start runs: `steep train --resume` keeps meaning yours
     try:
         with tracking.finishing(client, parent_id):
-            with heartbeat.Heartbeat(client, parent_id), training.RaySession(ray_address) as ray_session:
-                node_cpus = ray_session.connect()
+            with heartbeat.Heartbeat(client, parent_id), ray_session.RaySession(ray_address) as ray:
+                node_cpus = ray.connect()
                 threads = cfg.tune.cpus_per_trial or min(node_cpus)
                 context = trial_context(
                     cfg, splits, tracking_uri=tracking_uri, parent_run_id=parent_id, parent_name=parent_name,

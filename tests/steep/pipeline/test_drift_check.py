@@ -11,6 +11,7 @@ import pytest
 from steep import tracking
 from steep.config import DriftConfig
 from steep.drift import DriftError, Reference, Sample, compare
+from steep.endpoints import Runtime
 from steep.pipeline import drift_check
 from steep.pipeline.drift_check import (
     champion_reference,
@@ -22,7 +23,6 @@ from steep.pipeline.drift_check import (
 )
 from steep.pipeline.prepare import prepare_splits
 from steep.registry import Registry, model_name
-from steep.runtime import Runtime
 from tests.steep.pipeline.conftest import toy_config
 
 SALT = "steep"

@@ -19,7 +19,7 @@ from steep.inference_log import InferenceLog
 from steep.serving.batcher import Row
 from steep.serving.engine import Engine, ModelNotFound
 from steep.serving.model_slot import LoadedModel, ModelSlot
-from steep.serving.schema import texts_type
+from steep.serving.summarize_schema import texts_type
 from tests.steep.serving.test_model_slot import FakeRegistry
 
 WAIT = 10

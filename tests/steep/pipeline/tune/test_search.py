@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from steep.data import split_dataset
-from steep.pipeline import training
+from steep.pipeline import ray_session, training
 from steep.pipeline.tune import KIND_TAG, OVERLAY_MARK, TuneError, tune
 from tests.conftest_train import toy_frame
 from tests.steep.pipeline.conftest import toy_config
@@ -19,7 +19,7 @@ from tests.steep.pipeline.tune.conftest import outcome
 
 
 class NoRay:
-    """training.RaySession without Ray: a cluster of one node with 2 CPUs."""
+    """ray_session.RaySession without Ray: a cluster of one node with 2 CPUs."""
 
     def __init__(self, address):
         pass
@@ -46,7 +46,7 @@ def test_when_no_trial_finishes_there_is_an_error_no_overlay_and_a_failed_parent
     cfg = toy_config(tmp_path, tune={"trials": 2, "space": {"training.batch_size": {"choice": [4096]}}})
     splits = split_dataset(toy_frame(60), cfg.data.split, cfg.project.seed)
     failed = [outcome(1, "failed", reason="TrainingError: too big"), outcome(2, "failed", reason="x")]
-    monkeypatch.setattr(training, "RaySession", NoRay)
+    monkeypatch.setattr(ray_session, "RaySession", NoRay)
     output = tmp_path / "tuned.yaml"
     with pytest.raises(TuneError, match="none of the 2 trials finished") as err:
         tune(
@@ -82,7 +82,7 @@ def test_the_best_of_the_searched_trials_becomes_the_overlay_and_the_parent_run_
             outcome(3, "stopped", loss=3.0, reason="stopped by the time budget"),
         ]
 
-    monkeypatch.setattr(training, "RaySession", NoRay)
+    monkeypatch.setattr(ray_session, "RaySession", NoRay)
     lines: list[str] = []
     output = tmp_path / "tuned.yaml"
     result = tune(cfg, splits, output=output, config_files=[tmp_path / "steep.yaml"], log=lines.append,
@@ -111,7 +111,7 @@ def test_an_interrupted_search_kills_the_parent_run_and_writes_nothing(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "RaySession", NoRay)
+    monkeypatch.setattr(ray_session, "RaySession", NoRay)
     output = tmp_path / "tuned.yaml"
     with pytest.raises(KeyboardInterrupt):
         tune(cfg, splits, output=output, search=interrupted)

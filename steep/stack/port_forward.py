@@ -13,7 +13,7 @@ authenticates by itself (Ray's job API is code execution on the cluster), so it 
 and an auth proxy kept up to date, and is an attack surface while the stack is up. It would suit a team that
 shares a stack better than one user's machine; it can come later behind the same `reachable` door.
 
-`reachable(stack)` is that door: every command that talks to the stack (`steep.runtime.Runtime.stack`,
+`reachable(stack)` is that door: every command that talks to the stack (`steep.endpoints.Runtime.stack`,
 `steep status`, the drift sender, the idle watchdog) takes its URLs from it. What pods are given (the
 serving manifests, flow-run job variables) stays the recorded in-cluster address.
 """
@@ -35,7 +35,7 @@ from typing import Any
 
 from steep.stack.contract import Stack, StackError
 
-log = logging.getLogger("steep.stack.reach")
+log = logging.getLogger("steep.stack.port_forward")
 
 LOCALHOST = "127.0.0.1"
 # outputs that carry in-cluster addresses on a cloud target (the Stack fields and ray_dashboard_url)

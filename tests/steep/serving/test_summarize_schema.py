@@ -6,7 +6,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from steep.config import ServingConfig
-from steep.serving.schema import Item, texts_type
+from steep.serving.summarize_schema import Item, texts_type
 
 LIMITS = ServingConfig(max_texts=3, max_text_chars=10)
 

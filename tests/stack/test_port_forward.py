@@ -38,8 +38,8 @@ from kubernetes.client import (
 )
 
 from steep.config import load_config
-from steep.runtime import Runtime
-from steep.stack import reach
+from steep.endpoints import Runtime
+from steep.stack import port_forward
 from steep.stack.contract import Stack, StackError
 from steep.stack.record import current, read_record, write_record
 from steep.stack.terraform import terraform_sources
@@ -75,32 +75,32 @@ LOCAL_OUTPUTS = {
 def _no_open_forwards(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     yield
-    reach.close_all()
+    port_forward.close_all()
 
 
 def _stack(outputs: dict) -> Stack:
     fields = ("mlflow_tracking_uri", "artifact_uri", "prefect_api_url", "ray_address", "serving_url",
               "target", "created_at")  # fmt: skip
-    return Stack(**{k: outputs[k] for k in fields}, outputs=dict(outputs), reach=reach.plan(outputs))
+    return Stack(**{k: outputs[k] for k in fields}, outputs=dict(outputs), reach=port_forward.plan(outputs))
 
 
 # --------------------------------------------------------------------------------------------- the plan
 def test_the_plan_of_a_cloud_stack_names_each_service_and_port() -> None:
-    section = reach.plan(CLOUD_OUTPUTS)
+    section = port_forward.plan(CLOUD_OUTPUTS)
     assert section["mode"] == "port-forward" and section["cluster"] == "steep-7f3a"
-    eps = reach.endpoints_of(section)
-    assert eps["mlflow_tracking_uri"] == reach.Endpoint("steep", "mlflow", 5000, "http", "")
-    assert eps["prefect_api_url"] == reach.Endpoint("steep", "prefect-server", 4200, "http", "/api")
-    assert eps["ray_address"] == reach.Endpoint("steep", "ray-kuberay-head-svc", 10001, "ray", "")
+    eps = port_forward.endpoints_of(section)
+    assert eps["mlflow_tracking_uri"] == port_forward.Endpoint("steep", "mlflow", 5000, "http", "")
+    assert eps["prefect_api_url"] == port_forward.Endpoint("steep", "prefect-server", 4200, "http", "/api")
+    assert eps["ray_address"] == port_forward.Endpoint("steep", "ray-kuberay-head-svc", 10001, "ray", "")
     assert eps["ray_dashboard_url"].port == 8265
-    assert eps["serving_url"] == reach.Endpoint("steep-serving", None, 0)  # the steep-labelled Service
+    assert eps["serving_url"] == port_forward.Endpoint("steep-serving", None, 0)  # the steep-labelled Service
     assert eps["prefect_api_url"].url("127.0.0.1", 4321) == "http://127.0.0.1:4321/api"
 
 
 def test_the_local_target_is_reached_directly() -> None:
-    assert reach.plan(LOCAL_OUTPUTS) == {"mode": "direct"}
+    assert port_forward.plan(LOCAL_OUTPUTS) == {"mode": "direct"}
     stack = _stack(LOCAL_OUTPUTS)
-    assert reach.reachable(stack) is stack
+    assert port_forward.reachable(stack) is stack
 
 
 def _resolved_outputs(root: str) -> dict[str, str]:
@@ -133,10 +133,10 @@ def _resolved_outputs(root: str) -> dict[str, str]:
 @pytest.mark.parametrize("root", ["aws", "gcp", "azure"])
 def test_every_cloud_root_exports_addresses_reach_can_forward(root: str) -> None:
     outputs = _resolved_outputs(root)
-    section = reach.plan(outputs)
+    section = port_forward.plan(outputs)
     assert section["mode"] == "port-forward"
     forwarded = set(section["endpoints"])
-    assert forwarded == {*reach.FORWARDED, reach.SERVING}, f"{root}: not forwardable: {outputs}"
+    assert forwarded == {*port_forward.FORWARDED, port_forward.SERVING}, f"{root}: not forwardable: {outputs}"
     assert section["cluster"] == "steep"
 
 
@@ -200,25 +200,25 @@ def test_the_context_of_each_clouds_cli_is_found(cluster_entry: str) -> None:
         {"name": "prod", "context": {"cluster": "arn:aws:eks:us-east-1:1:cluster/steep-7f3ab"}},
         {"name": "mine", "context": {"cluster": cluster_entry}},
     ]
-    assert reach.find_context(contexts, "steep-7f3a") == "mine"
-    assert reach.find_context(contexts[:1], "steep-7f3a") is None
+    assert port_forward.find_context(contexts, "steep-7f3a") == "mine"
+    assert port_forward.find_context(contexts[:1], "steep-7f3a") is None
 
 
 def test_two_contexts_for_one_cluster_ask_for_stack_kube_context() -> None:
     contexts = [{"name": n, "context": {"cluster": "steep-7f3a"}} for n in ("a", "b")]
     with pytest.raises(StackError, match=r"a, b; choose one with stack.kube_context"):
-        reach.find_context(contexts, "steep-7f3a")
+        port_forward.find_context(contexts, "steep-7f3a")
 
 
 def test_no_context_names_the_clouds_get_credentials_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    section = reach.plan(CLOUD_OUTPUTS)
+    section = port_forward.plan(CLOUD_OUTPUTS)
     with pytest.raises(StackError, match=r"aws eks update-kubeconfig --name steep-7f3a --region eu-west-1"):
-        reach.resolve_context(section, "aws", region="eu-west-1")
-    assert reach.resolve_context(section, "aws", override="given") == "given"
-    assert reach.resolve_context({**section, "context": "recorded"}, "aws") == "recorded"
+        port_forward.resolve_context(section, "aws", region="eu-west-1")
+    assert port_forward.resolve_context(section, "aws", override="given") == "given"
+    assert port_forward.resolve_context({**section, "context": "recorded"}, "aws") == "recorded"
 
 
 # --------------------------------------------------------------------------------------------- sockets
@@ -226,7 +226,7 @@ def test_pump_copies_both_ways_and_passes_on_a_half_close() -> None:
     a_user, a = socket.socketpair()
     b, b_user = socket.socketpair()
     result: list[tuple[int, int]] = []
-    thread = threading.Thread(target=lambda: result.append(reach.pump(a, b)))
+    thread = threading.Thread(target=lambda: result.append(port_forward.pump(a, b)))
     thread.start()
     payload = bytes(range(256)) * 4096  # 1 MiB: more than one recv
     sender = threading.Thread(target=a_user.sendall, args=(payload,))
@@ -280,7 +280,7 @@ def test_a_forward_tunnels_http_and_survives_a_failed_connect(http_server: Threa
             raise StackError("no ready pod behind service steep/mlflow")
         return socket.create_connection(("127.0.0.1", port))
 
-    forward = reach.Forward("mlflow", connect)
+    forward = port_forward.Forward("mlflow", connect)
     try:
         with pytest.raises(httpx.HTTPError):  # the first connection fails: closed, reason kept
             httpx.get(f"http://127.0.0.1:{forward.port}/health", timeout=5)
@@ -310,7 +310,7 @@ def test_small_writes_are_not_held_back_by_nagle() -> None:
         conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    forward = reach.Forward("x", lambda: socket.create_connection(listener.getsockname()))
+    forward = port_forward.Forward("x", lambda: socket.create_connection(listener.getsockname()))
     client = socket.create_connection(("127.0.0.1", forward.port))
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     rounds = []
@@ -331,30 +331,30 @@ def test_small_writes_are_not_held_back_by_nagle() -> None:
 
 def test_reachable_rewrites_every_address_to_a_local_forward(http_server: ThreadingHTTPServer) -> None:
     port = http_server.server_address[1]
-    seen: list[reach.Endpoint] = []
+    seen: list[port_forward.Endpoint] = []
 
-    def connect(endpoint: reach.Endpoint) -> socket.socket:
+    def connect(endpoint: port_forward.Endpoint) -> socket.socket:
         seen.append(endpoint)
         return socket.create_connection(("127.0.0.1", port))
 
     record = _stack(CLOUD_OUTPUTS)
-    stack = reach.reachable(record, connector=connect)
+    stack = port_forward.reachable(record, connector=connect)
     assert stack is not None and stack is not record
-    for name in (*reach.FORWARDED, reach.SERVING):
+    for name in (*port_forward.FORWARDED, port_forward.SERVING):
         assert re.fullmatch(r"(http|ray)://127\.0\.0\.1:\d+(/api)?", stack.outputs[name]), name
     assert stack.prefect_api_url.endswith("/api") and stack.ray_address.startswith("ray://127.0.0.1:")
     assert stack.serving_url == stack.outputs["serving_url"] and stack.serving_url.startswith("http://")
     assert stack.outputs["artifact_uri"] == CLOUD_OUTPUTS["artifact_uri"]  # not a service: unchanged
     assert httpx.get(f"{stack.prefect_api_url}/health", timeout=5).json()["path"] == "/api/health"
-    assert seen == [reach.Endpoint("steep", "prefect-server", 4200, "http", "/api")]
-    assert reach.reachable(record, connector=connect) is stack  # one set of forwards per process
-    assert reach.opened(record) is stack
+    assert seen == [port_forward.Endpoint("steep", "prefect-server", 4200, "http", "/api")]
+    assert port_forward.reachable(record, connector=connect) is stack  # one set of forwards per process
+    assert port_forward.opened(record) is stack
 
 
 def test_inside_the_cluster_the_recorded_addresses_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     record = _stack(CLOUD_OUTPUTS)
-    assert reach.reachable(record) is record
+    assert port_forward.reachable(record) is record
 
 
 def test_runtime_clients_use_the_forwards_and_pods_the_record(
@@ -364,7 +364,9 @@ def test_runtime_clients_use_the_forwards_and_pods_the_record(
     port = http_server.server_address[1]
     cfg = load_config(None, [f"project.home={tmp_path / '.steep'}"], environ={})
     record = _stack(CLOUD_OUTPUTS)
-    reached = reach.reachable(record, connector=lambda e: socket.create_connection(("127.0.0.1", port)))
+    reached = port_forward.reachable(
+        record, connector=lambda e: socket.create_connection(("127.0.0.1", port))
+    )
     runtime = Runtime(cfg, record)
     assert runtime.stack is reached and runtime.record is record
     assert runtime.tracking_uri == reached.mlflow_tracking_uri != record.mlflow_tracking_uri
@@ -387,7 +389,7 @@ def test_a_cloud_stack_without_the_kubernetes_client_names_the_extra(monkeypatch
 
     monkeypatch.setattr(builtins, "__import__", no_kubernetes)
     with pytest.raises(StackError, match=r"pip install 'steep\[cloud\]'"):
-        reach.reachable(_stack(CLOUD_OUTPUTS))
+        port_forward.reachable(_stack(CLOUD_OUTPUTS))
 
 
 # --------------------------------------------------------------------------------------------- Kubernetes
@@ -412,13 +414,13 @@ def _pod(name: str, ready: bool = True, phase: str = "Running") -> V1Pod:
 
 def test_the_forward_goes_to_a_ready_pod_and_its_target_port() -> None:
     pods = [_pod("mlflow-b"), _pod("mlflow-a", ready=False), _pod("mlflow-c", phase="Pending")]
-    assert reach.choose_pod(_service("http"), pods, 5000) == ("mlflow-b", 5001)  # named target port
-    assert reach.choose_pod(_service(8080), pods, 5000) == ("mlflow-b", 8080)
-    assert reach.choose_pod(_service(None), pods, 0) == ("mlflow-b", 5000)  # first port, no target
+    assert port_forward.choose_pod(_service("http"), pods, 5000) == ("mlflow-b", 5001)  # named target port
+    assert port_forward.choose_pod(_service(8080), pods, 5000) == ("mlflow-b", 8080)
+    assert port_forward.choose_pod(_service(None), pods, 0) == ("mlflow-b", 5000)  # first port, no target
     with pytest.raises(StackError, match=r"no ready pod behind service steep/mlflow .*-l app=mlflow"):
-        reach.choose_pod(_service(), pods[1:], 5000)
+        port_forward.choose_pod(_service(), pods[1:], 5000)
     with pytest.raises(StackError, match="has no port 80"):
-        reach.choose_pod(_service(), pods, 80)
+        port_forward.choose_pod(_service(), pods, 80)
 
 
 def test_kube_connector_forwards_through_the_kubernetes_api(
@@ -429,8 +431,9 @@ def test_kube_connector_forwards_through_the_kubernetes_api(
     with FakeKubeApi(pod_port_target=http_server.server_address[1]) as api:
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(api.kubeconfig("steep-ctx")))
-        connect = reach.kube_connector("steep-ctx", config_file=str(kubeconfig))
-        with reach.Tunnels({"mlflow": reach.Endpoint("steep", "mlflow", 5000)}, connect) as tunnels:
+        connect = port_forward.kube_connector("steep-ctx", config_file=str(kubeconfig))
+        endpoint = port_forward.Endpoint("steep", "mlflow", 5000)
+        with port_forward.Tunnels({"mlflow": endpoint}, connect) as tunnels:
             url = tunnels.urls()["mlflow"]
             with httpx.Client(base_url=url, timeout=10) as client:
                 assert client.get("/api/2.0/mlflow/experiments/search").json()["path"] == (
@@ -442,7 +445,7 @@ def test_kube_connector_forwards_through_the_kubernetes_api(
 def test_what_reach_forwards_is_part_of_the_stack_contract() -> None:
     from steep.stack.contract import OUTPUTS
 
-    assert {*reach.FORWARDED, reach.SERVING} <= set(OUTPUTS)
+    assert {*port_forward.FORWARDED, port_forward.SERVING} <= set(OUTPUTS)
 
 
 @pytest.mark.integration
@@ -459,11 +462,11 @@ def test_a_real_mlflow_server_through_the_forward(tmp_path: Path, monkeypatch: p
     try:
         seen: list[str] = []
 
-        def connect(endpoint: reach.Endpoint) -> socket.socket:
+        def connect(endpoint: port_forward.Endpoint) -> socket.socket:
             seen.append(endpoint.service or "")
             return socket.create_connection((svc.host, svc.port))
 
-        stack = reach.reachable(_stack(CLOUD_OUTPUTS), connector=connect)
+        stack = port_forward.reachable(_stack(CLOUD_OUTPUTS), connector=connect)
         assert stack is not None
         client = MlflowClient(stack.mlflow_tracking_uri)
         run = client.create_run(client.create_experiment("through-a-forward"))

@@ -3,8 +3,8 @@
 `Runtime.of(cfg)` reads the stack record (`.steep/stack.json`, or none: the embedded default) and answers
 every "where is ..." question the same way for the CLI, the flows and the server, so no caller repeats
 `stack.mlflow_tracking_uri if stack else None`. `stack` is the stack as this machine reaches it (through
-port-forwards on a cloud, opened on first use: `steep.stack.reach`); `record` is it as recorded, with the
-in-cluster addresses that pods are given.
+port-forwards on a cloud, opened on first use: steep.stack.port_forward); `record` is it as recorded, with
+the in-cluster addresses that pods are given.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from steep import tracking
 from steep.config import SteepConfig
 from steep.quiet import quiet_third_parties
 from steep.registry import Registry, model_name
-from steep.stack import Stack, current, reach
+from steep.stack import Stack, current, port_forward
 
 # the embedded default starts a temporary Prefect API in-process: a busy 2-core machine needs the time
 EPHEMERAL_STARTUP_TIMEOUT_S = "180"
@@ -34,9 +34,9 @@ class Runtime:
 
     @cached_property
     def stack(self) -> Stack | None:
-        """The stack as this machine reaches it: the one door (`steep.stack.reach.reachable`) every client
-        here goes through; on a cloud its URLs are port-forwards, opened on first use."""
-        return reach.reachable(self.record, kube_context=self.cfg.stack.kube_context,
+        """The stack as this machine reaches it: the one door (`port_forward.reachable`) every client here
+        goes through; on a cloud its URLs are port-forwards, opened on first use."""
+        return port_forward.reachable(self.record, kube_context=self.cfg.stack.kube_context,
                                region=self.cfg.stack.region)  # fmt: skip
 
     @property
@@ -88,5 +88,5 @@ class Runtime:
     def _stack_api_urls(self) -> set[str]:
         """The stack's Prefect API as recorded and as forwarded (if it is): without opening forwards."""
         urls = {self.record.prefect_api_url} if self.record else set()
-        reached = self.__dict__.get("stack") or reach.opened(self.record)
+        reached = self.__dict__.get("stack") or port_forward.opened(self.record)
         return urls | ({reached.prefect_api_url} if reached else set())
