@@ -8,14 +8,10 @@ registered model, which is what `rollback()` walks back.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, get_args
-
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING, Any, get_args
 
 from steep.config import EvaluationConfig, SteepConfig
 from steep.errors import SteepError
@@ -27,6 +23,10 @@ CHALLENGER = "challenger"
 METRICS: tuple[str, ...] = get_args(EvaluationConfig.model_fields["metric"].annotation)
 METRIC_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 _HISTORY_TAG = "steep.champion_history"
+
+if TYPE_CHECKING:  # mlflow costs most of a second to import: commands that never reach a registry skip it
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 
 class RegistryError(SteepError):
@@ -176,13 +176,23 @@ class Registry:
     """steep's view of one registered model. Every call is a plain MLflow client call."""
 
     def __init__(self, name: str, client: MlflowClient | None = None):
+        from mlflow import MlflowClient
+
         self.name = name
         self.client = client or MlflowClient()
 
-    def ensure(self) -> None:
+    @staticmethod
+    def _found(call: Callable[..., Any], *args: Any) -> Any:
+        """What the client returns, or None where MLflow says there is no such thing."""
+        from mlflow.exceptions import MlflowException
+
         try:
-            self.client.get_registered_model(self.name)
+            return call(*args)
         except MlflowException:
+            return None
+
+    def ensure(self) -> None:
+        if self._found(self.client.get_registered_model, self.name) is None:
             self.client.create_registered_model(
                 self.name,
                 description="Summarizer fine-tuned by steep; the `champion` alias is what is served.",
@@ -203,24 +213,18 @@ class Registry:
         return version
 
     def alias(self, alias: str) -> ModelVersion | None:
-        try:
-            return self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:
-            return None
+        return self._found(self.client.get_model_version_by_alias, self.name, alias)
 
     def version(self, version: str | int) -> ModelVersion:
-        try:
-            return self.client.get_model_version(self.name, str(version))
-        except MlflowException as exc:
+        found = self._found(self.client.get_model_version, self.name, str(version))
+        if found is None:
             raise RegistryError(
                 f"model {self.name} has no version {version}; `steep models list` shows the versions"
-            ) from exc
+            )
+        return found
 
     def versions(self) -> list[ModelVersion]:
-        try:
-            found = self.client.search_model_versions(f"name='{self.name}'")
-        except MlflowException:
-            return []
+        found = self._found(self.client.search_model_versions, f"name='{self.name}'") or []
         return sorted(found, key=lambda v: int(v.version))
 
     def tag(self, version: str | int, **tags: Any) -> None:
@@ -228,11 +232,8 @@ class Registry:
             self.client.set_model_version_tag(self.name, str(version), key, _tag(value))
 
     def history(self) -> list[dict[str, Any]]:
-        try:
-            tags = self.client.get_registered_model(self.name).tags
-        except MlflowException:
-            return []
-        return json.loads(tags.get(_HISTORY_TAG, "[]"))
+        model = self._found(self.client.get_registered_model, self.name)
+        return json.loads(model.tags.get(_HISTORY_TAG, "[]")) if model is not None else []
 
     def promote(self, version: str | int, reason: str, *, rollback: bool = False) -> ModelVersion:
         """Move `champion` to `version` (one alias write) and record the move for rollback."""

@@ -18,9 +18,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import mlflow.pyfunc
-
 from steep.config import SteepConfig
 
 DB_FILE = "mlflow.db"
@@ -37,6 +34,8 @@ def setup(cfg: SteepConfig, tracking_uri: str | None = None) -> str:
     uri = tracking_uri or default_tracking_uri(cfg)
     if uri.startswith("sqlite:"):
         cfg.home.mkdir(parents=True, exist_ok=True)
+    import mlflow  # late: most of a second, and `steep --help` and friends never record a run
+
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(cfg.project.name)
@@ -103,6 +102,8 @@ class MetricLogger:
     """Logs metrics from a background thread in batches, so a slow tracking server never stalls a step."""
 
     def __init__(self, run_id: str, flush_seconds: float = 1.0):
+        import mlflow
+
         self.client = mlflow.MlflowClient()
         self.run_id = run_id
         self.flush_seconds = flush_seconds

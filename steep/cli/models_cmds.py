@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from mlflow.exceptions import MlflowException
 from rich.markup import escape
 from rich.table import Table
 
@@ -82,6 +81,8 @@ def run_metrics(registry: Registry, run_id: str | None) -> dict[str, float]:
     """The metrics of the run a version came from; none when the run is gone or was never recorded."""
     if not run_id:
         return {}
+    from mlflow.exceptions import MlflowException  # late: the CLI starts without mlflow
+
     try:
         return dict(registry.client.get_run(run_id).data.metrics)
     except MlflowException:

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import mlflow.pyfunc
-
 from steep.config import SteepConfig, parse_duration
 from steep.endpoints import Runtime
 from steep.registry import Registry
@@ -127,6 +125,8 @@ def registry_slot(cfg: SteepConfig, selector: str | None = None) -> ModelSlot:
         mv = registry.version(version)
         started = time.perf_counter()
         # the Summarizer inside steep's pyfunc, prepared as evaluation prepares it (scoring.pyfunc_summarizer)
+        import mlflow.pyfunc
+
         pyfunc = mlflow.pyfunc.load_model(f"models:/{registry.name}/{version}")
         summarizer = pyfunc.unwrap_python_model().summarizer.prepare(cfg.serving.precision)
         log.info(
