@@ -50,9 +50,9 @@ def test_two_workers_on_two_nodes_checkpoint_each_epoch(cluster, causal_dir, tmp
     cfg = tiny_config(tmp_path / "home", causal_dir, workers=2, epochs=2)
     result = train(cfg, toy_splits(cfg, rows=64))
     storage = runs_root(cfg) / result.run_name / "ray" / result.run_name
-    checkpoints = sorted(c for c in storage.glob("checkpoint_*") if c.is_dir())
-    assert len(checkpoints) == 2  # epoch 1, then the final one
-    states = [json.loads((c / checkpoints.STATE_FILE).read_text()) for c in checkpoints]
+    saved = sorted(c for c in storage.glob("checkpoint_*") if c.is_dir())
+    assert len(saved) == 2  # epoch 1, then the final one
+    states = [json.loads((c / checkpoints.STATE_FILE).read_text()) for c in saved]
     assert [s["final"] for s in states] == [False, True] and states[0]["step"] * 2 == states[1]["step"]
     assert (Path(result.model_dir) / "adapter_model.safetensors").is_file()
     assert mlflow.MlflowClient().get_run(result.run_id).info.status == "FINISHED"
