@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ SERVICES = ("mlflow", "prefect", "ray")
 RAY_WORKER = "ray-worker"  # worker node i of the local Ray cluster is the service `ray-worker-<i>`
 NODE_LABEL = "steep-node"  # the Ray node label that names the service a node runs as
 RAY_WORKER_PORTS = 100  # Ray's workers listen on min-worker-port and the ports just above it
+STABLE_PORTS_FROM = 20000  # stable ports (free_ports) are drawn from here up to the ephemeral range
 # the servers' own settings, besides steep.quiet.ENV: MLflow without its job runner (2 processes, not 10)
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -190,22 +192,42 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
-def free_ports(count: int, host: str = "127.0.0.1", avoid: Iterable[int] = ()) -> list[int]:
+def free_ports(
+    count: int, host: str = "127.0.0.1", avoid: Iterable[int] = (), stable: bool = False
+) -> list[int]:
     """`count` different ports the OS considers free right now, none of them in `avoid`.
 
     Every socket stays bound until all are chosen: asking for one free port at a time can get the same port
-    twice (CI saw Ray refuse a node-manager and a runtime-env-agent port that were equal).
+    twice (CI saw Ray refuse a node-manager and a runtime-env-agent port that were equal). `stable` ports lie
+    below the OS's ephemeral range, where no outgoing connection can take one between the choice and the
+    start of the process that listens on it (CI saw a Ray worker node's port taken that way).
     """
     avoid = set(avoid)
     ports: list[int] = []
+    top = ephemeral_low() - RAY_WORKER_PORTS  # a stable port may start a range of Ray worker ports
     with contextlib.ExitStack() as held:
-        while len(ports) < count:
+        for _ in range(count * 200 if stable else count * 50):
+            if len(ports) == count:
+                break
             s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind((host, 0))
+            try:
+                s.bind((host, random.randrange(STABLE_PORTS_FROM, top) if stable else 0))
+            except OSError:
+                continue
             port = int(s.getsockname()[1])
-            if port not in avoid:
+            if port not in avoid and port not in ports:
                 ports.append(port)
+    if len(ports) < count:
+        raise OSError(f"found {len(ports)} of {count} free ports on {host}")
     return ports
+
+
+def ephemeral_low() -> int:
+    """The first port of the range the OS hands out to outgoing connections and to bind(port 0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; macOS and Windows start higher
 
 
 def is_up(svc: Service, timeout: float = 2.0) -> bool:

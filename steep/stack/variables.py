@@ -42,11 +42,11 @@ def worker_range_clear(internal: dict[str, int], others: set[int]) -> bool:
 def ray_internal_ports(host: str, services: set[int]) -> dict[str, int]:
     """Free ports for Ray's internal services, none of them in the worker range nor used by `services`.
 
-    The OS hands out free ports close together, so a worker range drawn like the others often holds one.
+    They lie below the OS's ephemeral range (`stable`): a port drawn there stays free until Ray binds it.
     """
-    singles = daemons.free_ports(len(RAY_INTERNAL) - 1, host, services)
+    singles = daemons.free_ports(len(RAY_INTERNAL) - 1, host, services, stable=True)
     for _ in range(100):
-        (low,) = daemons.free_ports(1, host, services | set(singles))
+        (low,) = daemons.free_ports(1, host, services | set(singles), stable=True)
         internal = dict(zip(RAY_INTERNAL, [*singles, low], strict=True))
         if worker_range_clear(internal, services):
             return internal

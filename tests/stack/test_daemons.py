@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +107,17 @@ def test_free_ports_are_distinct_and_skip_the_ones_to_avoid():
     assert len(set(taken)) == 40
     again = daemons.free_ports(40, avoid=taken[:20])
     assert len(set(again)) == 40 and not set(again) & set(taken[:20])
+
+
+def test_stable_ports_lie_below_the_range_outgoing_connections_take_theirs_from():
+    """A Ray port drawn with bind(0) was taken by another process's connection before Ray started (CI)."""
+    with socket.socket() as outgoing:  # an ephemeral port, as a connection would get one
+        outgoing.bind(("127.0.0.1", 0))
+        ephemeral = outgoing.getsockname()[1]
+    assert ephemeral >= daemons.ephemeral_low()
+    stable = daemons.free_ports(30, stable=True, avoid={ephemeral})
+    assert len(set(stable)) == 30
+    assert all(
+        daemons.STABLE_PORTS_FROM <= p < daemons.ephemeral_low() - daemons.RAY_WORKER_PORTS for p in stable
+    )
+    assert all(daemons.port_free("127.0.0.1", p) for p in stable)
