@@ -1,15 +1,20 @@
 """Serving load: the real server under concurrent clients against what the model itself can do, in one run.
 
-Three sides generate for the same texts with the same settings, from the same registered model (default: the
+The sides generate for the same texts with the same settings, from the same registered model (default: the
 configured project's champion):
 
 - sequential: the model in this process as it was served before steep.generation (fp32, LoRA adapter
   unmerged), one request at a time;
-- limit: the model in this process prepared as the server prepares it (serving.precision, adapter merged),
-  in batches of serving.max_batch_size: the most this engine does on this machine;
+- limit (transformers): the model prepared on the reference engine (adapter merged, serving.precision where
+  transformers has it, else fp32), in batches of serving.max_batch_size: today's in-process limit;
+- limit (engine): the model prepared as the server prepares it (serving.engine, serving.precision): the most
+  the chosen engine does on this machine;
 - server: `bentoml serve` (what `steep serve` starts) under --clients concurrent clients on
   POST /v1/completions; then --stream-requests streamed chat completions under the same concurrency, for the
   time to first token.
+
+Each side's mean answer length (tokens) is printed beside its req/s; the two limit sides' answers are scored
+(ROUGE-L against the clauses' reference summaries) and compared token for token.
 
     python bench/serve_load.py [--model champion|VERSION] [--clients 32] [--requests 128] [--set key=value]
 
@@ -59,9 +64,10 @@ class Side:
         return lat[min(len(lat) - 1, round(q * (len(lat) - 1)))]
 
     def line(self) -> str:
+        mean = self.tokens / len(self.latencies) if self.latencies else float("nan")
         return (
-            f"{self.name:<16} {len(self.latencies):>4} ok  {self.rps:6.2f} req/s"
-            f"  {self.tokens_per_s:7.1f} tok/s"
+            f"{self.name:<22} {len(self.latencies):>4} ok  {self.rps:6.2f} req/s"
+            f"  {self.tokens_per_s:7.1f} tok/s  {mean:4.1f} tok/answer"
             f"  p50 {statistics.median(self.latencies or [float('nan')]):6.2f} s"
             f"  p95 {self.percentile(0.95):6.2f} s  errors {self.errors}"
         )
@@ -70,20 +76,24 @@ class Side:
         return {**asdict(self), "rps": self.rps, "tokens_per_s": self.tokens_per_s}
 
 
-def texts(limit: int, max_chars: int) -> list[str]:
-    """Clauses of the legal set in file order (truncated to serving.max_text_chars), else synthetic text."""
+def texts(limit: int, max_chars: int) -> tuple[list[str], list[str]]:
+    """Clauses of the legal set in file order (truncated to serving.max_text_chars) and their reference
+    summaries, else synthetic text (referenced by itself)."""
     if LEGAL.exists():
         rows = [json.loads(line) for line in LEGAL.read_text().splitlines() if line.strip()]
-        found = [r["source_text"][:max_chars] for r in rows if r.get("source_text", "").strip()]
+        found = [(r["source_text"][:max_chars], r.get("summary", "")) for r in rows
+                 if r.get("source_text", "").strip()]  # fmt: skip
         if found:
-            return [found[i % len(found)] for i in range(limit)]
+            picked = [found[i % len(found)] for i in range(limit)]
+            return [t for t, _ in picked], [r for _, r in picked]
     words = "the licensee shall not assign this agreement without the written consent of the licensor"
     tokens = words.split(" ")
-    return [" ".join(tokens[i % 5 :] + tokens[: i % 5])[:max_chars] for i in range(limit)]
+    made = [" ".join(tokens[i % 5 :] + tokens[: i % 5])[:max_chars] for i in range(limit)]
+    return made, made
 
 
-def in_process(cfg, selector: str, items: list[str]) -> tuple[Side, object, str]:
-    """The sequential side; the model then prepared as the server prepares it; its name:version."""
+def in_process(cfg, selector: str, items: list[str]) -> tuple[Side, object, object, str]:
+    """The sequential side; the model prepared on transformers and as the server prepares it; its name."""
     import mlflow
 
     from steep.endpoints import Runtime
@@ -108,14 +118,18 @@ def in_process(cfg, selector: str, items: list[str]) -> tuple[Side, object, str]
     sequential.seconds = time.perf_counter() - start
     print(sequential.line(), flush=True)
 
-    summarizer.prepare(cfg.serving.precision)  # what the server does when it loads a version
-    summarizer.summarize(items[:2], new_tokens, cfg.serving.max_batch_size)  # warm-up
-    return sequential, summarizer, f"{registry.name}:{version}"
+    engine = mlflow.pyfunc.load_model(f"models:/{registry.name}/{version}").unwrap_python_model().summarizer
+    engine.prepare_as_served(cfg)  # what the server does when it loads a version
+    reference_precision = cfg.serving.precision if cfg.serving.precision in ("auto", "bf16") else "fp32"
+    summarizer.prepare(reference_precision, "transformers")
+    for prepared in (summarizer, engine):
+        prepared.summarize(items[:2], new_tokens, cfg.serving.max_batch_size)  # warm-up
+    return sequential, summarizer, engine, f"{registry.name}:{version}"
 
 
-def limit_side(cfg, summarizer, batch: list[str], name: str) -> Side:
-    """The engine in this process with every request waiting from the start: iteration-level batching over
-    serving.max_batch_size rows, as the server runs it, minus HTTP."""
+def limit_side(cfg, summarizer, batch: list[str], name: str) -> tuple[Side, list[str]]:
+    """An engine in this process with every request waiting from the start: iteration-level batching over
+    serving.max_batch_size rows, as the server runs it, minus HTTP. -> (the side, its answers)."""
     side = Side(name)
     requests = [summarizer.request(t, max_new_tokens=cfg.serving.max_new_tokens) for t in batch]
     start = time.perf_counter()
@@ -124,7 +138,7 @@ def limit_side(cfg, summarizer, batch: list[str], name: str) -> Side:
     side.latencies = [side.seconds] * len(done)  # one call: only the throughput is meaningful here
     side.tokens = sum(d.completion_tokens for d in done)
     print(side.line(), flush=True)
-    return side
+    return side, [d.text for d in done]
 
 
 async def load(url: str, model: str, items: list[str], clients: int, headers: dict) -> Side:
@@ -260,16 +274,18 @@ def main() -> None:
     load_before = os.getloadavg()
     print(
         f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f}; serving: max_batch_size "
-        f"{s.max_batch_size}, max_new_tokens {s.max_new_tokens}, precision {s.precision}; "
+        f"{s.max_batch_size}, max_new_tokens {s.max_new_tokens}, precision {s.precision}, engine {s.engine}; "
         "one text per request",
         flush=True,
     )
-    pool = texts(max(args.requests, args.sequential_requests), s.max_text_chars)
-    sequential, summarizer, model = in_process(cfg, selector, pool[: args.sequential_requests])
-    # the limit before and after the server: the machine's own drift shows, and the ratio uses both
-    before = limit_side(cfg, summarizer, pool[: args.requests], f"limit ({summarizer.precision})")
-    server, streaming = served(cfg, selector, model, pool[: args.requests], args)
-    after = limit_side(cfg, summarizer, pool[: args.requests], "limit again")
+    pool, references = texts(max(args.requests, args.sequential_requests), s.max_text_chars)
+    sequential, reference, engine, model = in_process(cfg, selector, pool[: args.sequential_requests])
+    batch = pool[: args.requests]
+    # the engine's limit before and after the server: the machine's own drift shows, the ratio uses both
+    base, base_texts = limit_side(cfg, reference, batch, f"limit (transformers {reference.precision})")
+    before, texts_before = limit_side(cfg, engine, batch, f"limit ({engine.engine} {engine.precision})")
+    server, streaming = served(cfg, selector, model, batch, args)
+    after, _ = limit_side(cfg, engine, batch, "limit again")
     limit = Side("limit", before.latencies + after.latencies, before.tokens + after.tokens, 0,
                  before.seconds + after.seconds)  # fmt: skip
     ttft = statistics.median(streaming.latencies or [float("nan")])
@@ -277,10 +293,26 @@ def main() -> None:
         f"streaming: time to first token p50 {ttft:.2f} s  p95 {streaming.percentile(0.95):.2f} s "
         f"over {len(streaming.latencies)} streams ({args.clients} clients), errors {streaming.errors}"
     )
+    from steep.scoring.scores import score
+
+    gold = references[: args.requests]
+    quality = {
+        "rougeL_transformers": 100 * score(base_texts, gold).rougeL,
+        "rougeL_engine": 100 * score(texts_before, gold).rougeL,
+        "identical_answers": sum(a == b for a, b in zip(base_texts, texts_before, strict=True)),
+    }
+    print(
+        f"quality on {len(gold)} clauses: ROUGE-L transformers {quality['rougeL_transformers']:.2f}, "
+        f"{engine.engine} {engine.precision} {quality['rougeL_engine']:.2f} "
+        f"({quality['rougeL_engine'] - quality['rougeL_transformers']:+.2f}); "
+        f"identical answers {quality['identical_answers']}/{len(gold)}"
+    )
     ratios = {
+        "server_vs_limit_transformers": server.rps / base.rps if base.rps else float("nan"),
         "server_vs_limit": server.rps / limit.rps if limit.rps else float("nan"),
         "server_vs_sequential": server.rps / sequential.rps if sequential.rps else float("nan"),
         "limit_vs_sequential": limit.rps / sequential.rps if sequential.rps else float("nan"),
+        "ttft_p50_s": ttft,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -293,7 +325,9 @@ def main() -> None:
                 "model": model,
                 "serving": s.model_dump(mode="json"),
                 "clients": args.clients,
-                "sides": [side.record() for side in (sequential, before, server, after, streaming)],
+                "engine": {"engine": engine.engine, "precision": engine.precision},
+                "sides": [side.record() for side in (sequential, base, before, server, after, streaming)],
+                "quality": quality,
                 "limit_mean_rps": limit.rps,
                 "ratios": ratios,
             },
@@ -302,10 +336,11 @@ def main() -> None:
     )  # fmt: skip
     print(f"load average after {os.getloadavg()[0]:.2f}; record: {args.out}")
     print(
-        f"ratios: server / limit {ratios['server_vs_limit']:.2f}x (target >= 0.85; limit = the mean of the "
-        f"two limit runs)   "
-        f"server / sequential {ratios['server_vs_sequential']:.2f}x (target >= 4)   "
-        f"errors {server.errors + streaming.errors}"
+        f"ratios: server / limit (transformers) {ratios['server_vs_limit_transformers']:.2f}x "
+        "(target >= 2.0)   "
+        f"server / limit ({engine.engine}) {ratios['server_vs_limit']:.2f}x (target >= 0.85; the mean of the "
+        f"two engine limit runs)   server / sequential {ratios['server_vs_sequential']:.2f}x   "
+        f"TTFT p50 {ttft:.2f} s (target <= 2)   errors {server.errors + streaming.errors}"
     )
 
 

@@ -70,9 +70,13 @@ def generate(
     model: Any, tokenizer: Any, requests: Iterable[Request], *, max_rows: int = 16, causal: bool = True
 ) -> list[Completion]:
     """Every request, at most `max_rows` generating at a time; completions in request order."""
+    return run_batch(open_batch(model, tokenizer, causal), requests, max_rows=max_rows)
+
+
+def run_batch(batch: Batch, requests: Iterable[Request], *, max_rows: int = 16) -> list[Completion]:
+    """Every request through one Batch of any engine, at most `max_rows` rows at a time; in request order."""
     pending = deque(enumerate(requests))
     done: dict[Hashable, Completion] = {}
-    batch = open_batch(model, tokenizer, causal)
     total = len(pending)
     while len(done) < total:
         while pending and batch.size < max_rows:
@@ -91,10 +95,10 @@ class Decoder:
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.eos = _eos_ids(tokenizer)
+        self.eos = eos_ids(tokenizer)
         self.device = next(model.parameters()).device
         self.keys: list[Hashable] = []
-        self.rows: list[_Row] = []
+        self.rows: list[RowState] = []
         self.cache: Any = None  # transformers DynamicCache over self.rows
         self.mask: torch.Tensor | None = None  # [rows, cache length], 0 on left padding
         self.next_ids: list[int] = []  # the token each row feeds next
@@ -121,13 +125,13 @@ class Decoder:
         import torch
         from transformers import DynamicCache
 
-        row = _Row(request)
+        row = RowState(request)
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
             logits = self.model(
                 input_ids=torch.tensor([request.prompt], device=self.device), cache=cache, logits_to_keep=1
             ).logits[:, -1]
-        [token] = _choose(logits, [row])
+        [token] = choose_tokens(logits, [row])
         if row.push(token, self.tokenizer, self.eos):
             self.finished.append((key, row.completion()))
             return
@@ -156,7 +160,7 @@ class Decoder:
                 logits_to_keep=1,
             ).logits[:, -1]
         keep = []
-        for i, (row, token) in enumerate(zip(self.rows, _choose(logits, self.rows), strict=True)):
+        for i, (row, token) in enumerate(zip(self.rows, choose_tokens(logits, self.rows), strict=True)):
             if row.push(token, self.tokenizer, self.eos):
                 finished.append((self.keys[i], row.completion()))
             else:
@@ -239,8 +243,8 @@ class StaticBatch:
 
         if not waiting:
             return []
-        rows = [_Row(r) for _, r in waiting]
-        eos = _eos_ids(self.tokenizer)
+        rows = [RowState(r) for _, r in waiting]
+        eos = eos_ids(self.tokenizer)
         ids, mask = _padded([r.prompt for _, r in waiting], self.tokenizer.pad_token_id, self.left_padded)
         sampling = any(row.request.temperature > 0 for row in rows)
         penalties = any(row.request.repetition_penalty != 1.0 for row in rows)
@@ -278,7 +282,7 @@ def _soft_prompted(model: Any) -> bool:
     return bool(getattr(config, "is_prompt_learning", False)) and config.peft_type != "PREFIX_TUNING"
 
 
-def _eos_ids(tokenizer: Any) -> set[int]:
+def eos_ids(tokenizer: Any) -> set[int]:
     eos = tokenizer.eos_token_id
     return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
@@ -313,7 +317,7 @@ def _adjusted(scores: torch.Tensor, temperature: float, top_p: float) -> torch.T
     return out
 
 
-def _choose(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
+def choose_tokens(logits: torch.Tensor, rows: list[RowState]) -> list[int]:
     """The next token of each row: argmax for greedy rows, a sample under its own settings for the rest."""
     import torch
 
@@ -328,7 +332,7 @@ def _choose(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
     return tokens
 
 
-def _penalized(logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+def _penalized(logits: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
     """Each row's logits with its repetition penalty on the tokens it generated so far (CTRL's rule:
     positive logits divided, negative ones multiplied). The prompt is not penalized: a summary may copy it."""
     import torch
@@ -347,7 +351,7 @@ def _penalized(logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
 class _RowPenalty:
     """transformers logits processor: per-row repetition penalty in a StaticBatch (see `_penalized`)."""
 
-    def __init__(self, rows: list[_Row]) -> None:
+    def __init__(self, rows: list[RowState]) -> None:
         self.rows = rows
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -357,7 +361,7 @@ class _RowPenalty:
 class _RowSampling:
     """transformers logits processor: per-row temperature and top-p in a sampled StaticBatch."""
 
-    def __init__(self, rows: list[_Row]) -> None:
+    def __init__(self, rows: list[RowState]) -> None:
         self.rows = rows
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -375,7 +379,7 @@ class _RowSampling:
 class _RowWatch:
     """transformers stopping criterion: each new token goes to its row, which says whether it is done."""
 
-    def __init__(self, rows: list[_Row], tokenizer: Any, eos: set[int]) -> None:
+    def __init__(self, rows: list[RowState], tokenizer: Any, eos: set[int]) -> None:
         self.rows = rows
         self.tokenizer = tokenizer
         self.eos = eos
@@ -392,7 +396,7 @@ class _RowWatch:
 
 
 @dataclass
-class _Row:
+class RowState:
     """Where one request stands while it generates."""
 
     request: Request

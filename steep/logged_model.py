@@ -67,7 +67,8 @@ def texts_of(model_input: Any) -> list[str]:
 
 def _requirements() -> list[str]:
     reqs = []
-    for package in ("torch", "transformers", "peft", "safetensors", "tokenizers", "pandas"):
+    engine = ("onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir")  # serving.engine: onnxruntime
+    for package in ("torch", "transformers", "peft", "safetensors", "tokenizers", "pandas", *engine):
         try:
             reqs.append(f"{package}=={version(package)}")
         except PackageNotFoundError:

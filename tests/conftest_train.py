@@ -61,16 +61,18 @@ def build_tokenizer(folder: Path, chat: bool):
     return tok
 
 
-def tiny_causal(folder: Path, chat: bool = True) -> Path:
-    """A 2-layer Llama with hidden size 32 (random init) + the word tokenizer, saved as a model folder."""
+def tiny_causal(folder: Path, chat: bool = True, heads: int = 4) -> Path:
+    """A 2-layer Llama with hidden size 32 (random init) + the word tokenizer, saved as a model folder;
+    `heads=2` gives heads of 16 dimensions, the least ONNX Runtime's attention kernel takes."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     tok = build_tokenizer(folder, chat)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=256,
+        tie_word_embeddings=True,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )  # fmt: skip
     LlamaForCausalLM(config).save_pretrained(folder)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from steep.engines import EngineName
 from steep.instruction import DEFAULT_INSTRUCTION
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -356,7 +357,15 @@ class ServingConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     model_alias: str = Field("champion", description="registry alias (or a version number) to serve")
-    max_batch_size: int = Field(16, ge=1)
+    max_batch_size: int = Field(
+        32, ge=1, description="rows generating together in the server: 32 clients all decode at once"
+    )
+    prefills_per_step: int = Field(
+        4,
+        ge=1,
+        description="new requests the server prefills between two decoding steps while others decode: a "
+        "burst of arrivals starts within a few steps without stalling the rows already streaming",
+    )
     max_latency_ms: int = Field(
         60_000,
         ge=1,
@@ -373,10 +382,17 @@ class ServingConfig(Section):
         description="> 1 makes tokens a summary already generated less likely (the text's own words are not "
         "penalized); evaluation generates with it too; requests may set their own",
     )  # fmt: skip
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "int8", "int4"] = Field(
         "auto",
         description="generation precision, for serving and for evaluation; auto: bf16 on GPU and on CPUs "
-        "with native bf16 (AVX512-BF16 or AMX), else fp32",
+        "with native bf16 (AVX512-BF16 or AMX), else fp32; int8/int4: weights quantized by the onnxruntime "
+        "engine (the gate evaluates the quantized model)",
+    )
+    engine: EngineName = Field(
+        "auto",
+        description="what generates, for serving and for evaluation alike: auto picks onnxruntime (the model "
+        "exported once per version) for causal LMs on a CPU at fp32/int8/int4, else transformers, the "
+        "reference (see docs/engines.md)",
     )
     max_tokens_limit: int = Field(
         256, ge=1, le=4096, description="the largest max_tokens an OpenAI-style request may ask for"

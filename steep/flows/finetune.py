@@ -23,7 +23,7 @@ from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset
 from steep.endpoints import Runtime
 from steep.errors import SteepError
-from steep.pipeline import evaluation, provenance
+from steep.pipeline import evaluation, exports, provenance
 from steep.pipeline.prepare import PreparedData, ValidationFailed, split_validated, validate_dataset
 from steep.pipeline.training import TrainResult, train
 from steep.quiet import quiet_third_parties
@@ -150,7 +150,11 @@ def register_task(
 ) -> str:
     tags = provenance.version_tags(cfg, prepared, evaluations, decision)
     version = registry.register(result.model_uri, result.run_id, tags)
-    get_run_logger().info("registered %s v%s as challenger", registry.name, version.version)
+    log = get_run_logger()
+    log.info("registered %s v%s as challenger", registry.name, version.version)
+    export = exports.publish_export(cfg, result.model_uri, result.run_id)
+    if export:
+        log.info("logged the ONNX export the gate evaluated with v%s (%s)", version.version, export)
     return str(version.version)
 
 

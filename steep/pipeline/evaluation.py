@@ -39,14 +39,14 @@ def candidates(cfg: SteepConfig, result: TrainResult, registry: Registry) -> lis
     """
     kind = models.model_kind(result.base_model_dir, cfg.model.kind)
     fmt = models.PromptFormat.from_config(cfg.model, kind)
-    precision = cfg.serving.precision
+    served = f"{cfg.serving.precision}:{cfg.serving.engine}"  # an int4 model's scores are its own
     found = [
-        Candidate("challenger", Role.CHALLENGER, lambda: pyfunc_summarizer(result.model_uri, precision)),
+        Candidate("challenger", Role.CHALLENGER, lambda: pyfunc_summarizer(result.model_uri, cfg)),
         Candidate(
             "base",
             Role.BASE,
-            lambda: models.load_for_inference(result.base_model_dir, fmt=fmt).prepare(precision),
-            cache_id=f"base:{cfg.model.source}:{fmt}",
+            lambda: models.load_for_inference(result.base_model_dir, fmt=fmt).prepare_as_served(cfg),
+            cache_id=f"base:{cfg.model.source}:{fmt}:{served}",
             portable=False,  # its folder is on this machine (and cached after the first run)
         ),
     ]
@@ -57,8 +57,8 @@ def candidates(cfg: SteepConfig, result: TrainResult, registry: Registry) -> lis
             Candidate(
                 f"champion v{champion.version}",
                 Role.CHAMPION,
-                lambda: pyfunc_summarizer(uri, precision),
-                cache_id=f"{uri}:{fmt}",
+                lambda: pyfunc_summarizer(uri, cfg),
+                cache_id=f"{uri}:{fmt}:{served}",
             )
         )
     return found

@@ -22,12 +22,12 @@ from steep.scoring.scores import Evaluation, Role
 
 def load_trained(cfg: SteepConfig, base_model_dir: str, model_dir: str) -> models.Summarizer:
     """A trial's trained model, prepared as the server prepares it: an adapter over its base model (or the
-    full weights for training.method=full), LoRA merged, at `serving.precision`."""
+    full weights for training.method=full), LoRA merged, at `serving.precision` on `serving.engine`."""
     if cfg.training.method == "full":
         summarizer = models.load_for_inference(model_dir)
     else:
         summarizer = models.load_for_inference(base_model_dir, model_dir)
-    return summarizer.prepare(cfg.serving.precision)
+    return summarizer.prepare_as_served(cfg)
 
 
 def score_validation(

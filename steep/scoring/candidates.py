@@ -13,11 +13,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from steep.scoring.scores import Evaluation, Role, lead1, mean_scores, row_scores
+
+if TYPE_CHECKING:
+    from steep.config import SteepConfig
 
 Summarize = Callable[[list[str]], list[str]]
 
@@ -80,12 +83,12 @@ class Candidate:
     portable: bool = True  # `load` works on any node of the cluster (weights in MLflow or on shared storage)
 
 
-def pyfunc_summarizer(model_uri: str, precision: str = "auto") -> object:
+def pyfunc_summarizer(model_uri: str, cfg: SteepConfig) -> object:
     """The Summarizer inside a logged steep pyfunc model, prepared as the server prepares it
     (steep.serving.model_slot): evaluated exactly as it will be served."""
     import mlflow
 
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().summarizer.prepare(precision)
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().summarizer.prepare_as_served(cfg)
 
 
 # --------------------------------------------------------------------------------------------- generate

@@ -1,9 +1,10 @@
 """The server's batching: rows from every endpoint wait in one queue, and one thread generates.
 
-Iteration-level batching: between two decoding steps the thread admits every waiting row the batch has room
-for (`serving.max_batch_size`), and a row leaves as soon as it is finished. Under load the batch stays full;
-an idle server answers at once. A row that waited longer than `serving.max_latency_ms` before it was
-admitted is refused (503) instead of generated.
+Iteration-level batching: between two decoding steps the thread admits waiting rows while the batch has room
+(`serving.max_batch_size`), at most `serving.prefills_per_step` of them while other rows decode, so a burst of
+new requests (each a prefill) never stalls the rows already streaming; a row leaves as soon as it is finished.
+Under load the batch stays full; an idle server answers at once. A row that waited longer than
+`serving.max_latency_ms` before it was admitted is refused (503) instead of generated.
 """
 
 from __future__ import annotations
@@ -63,11 +64,16 @@ class Batcher:
     """
 
     def __init__(
-        self, open_batch: Callable[[], RunningBatch], max_batch_size: int, max_wait_s: float
+        self,
+        open_batch: Callable[[], RunningBatch],
+        max_batch_size: int,
+        max_wait_s: float,
+        prefills_per_step: int | None = None,
     ) -> None:
         self.open_batch = open_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.prefills_per_step = prefills_per_step or max_batch_size  # rows admitted between two steps
         self._queue: queue.SimpleQueue[Row | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="steep-batcher", daemon=True)
         self._thread.start()
@@ -86,6 +92,7 @@ class Batcher:
         held: Row | None = None  # taken from the queue while the running batch was stale
         stopping = False
         while True:
+            decoding = 0 if batch is None else batch.size  # rows that already took a step
             if batch is None or batch.size == 0:
                 if stopping:
                     return
@@ -96,7 +103,10 @@ class Batcher:
                 batch = self._started(row)
                 if batch is None:
                     continue
+            admitted = 0
             while not stopping and held is None and batch.size < self.max_batch_size:
+                if decoding and admitted >= self.prefills_per_step:
+                    break  # others are decoding: their next step comes first
                 try:
                     row = self._queue.get_nowait()
                 except queue.Empty:
@@ -107,6 +117,7 @@ class Batcher:
                     held = row
                 else:
                     self._admit(batch, row)
+                    admitted += 1
             try:
                 batch.step()
             except Exception as exc:  # a broken step fails its own rows, never the server

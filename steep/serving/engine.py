@@ -100,7 +100,12 @@ class Engine:
         self.inference_log = inference_log or InferenceLog.for_config(cfg)
         self.on_batch = on_batch
         serving = cfg.serving
-        self.batcher = Batcher(self.open_batch, serving.max_batch_size, serving.max_latency_ms / 1000)
+        self.batcher = Batcher(
+            self.open_batch,
+            serving.max_batch_size,
+            serving.max_latency_ms / 1000,
+            prefills_per_step=serving.prefills_per_step,
+        )
 
     @classmethod
     def from_config(cls, cfg: SteepConfig, on_batch: Callable[[int], None] | None = None) -> Engine:

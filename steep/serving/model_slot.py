@@ -15,6 +15,8 @@ from typing import Any
 
 from steep.config import SteepConfig, parse_duration
 from steep.endpoints import Runtime
+from steep.engines import published
+from steep.models import engines_cache
 from steep.registry import Registry
 from steep.serving import ServingError
 
@@ -127,13 +129,16 @@ def registry_slot(cfg: SteepConfig, selector: str | None = None) -> ModelSlot:
         # the Summarizer inside steep's pyfunc, prepared as evaluation prepares it (scoring.pyfunc_summarizer)
         import mlflow.pyfunc
 
+        if cfg.serving.engine != "transformers" and mv.run_id:
+            published.fetch(mv.run_id, engines_cache(cfg))  # the export the gate evaluated: never re-export
         pyfunc = mlflow.pyfunc.load_model(f"models:/{registry.name}/{version}")
-        summarizer = pyfunc.unwrap_python_model().summarizer.prepare(cfg.serving.precision)
+        summarizer = pyfunc.unwrap_python_model().summarizer.prepare_as_served(cfg)
         log.info(
-            "loaded %s v%s (%s) in %.1f s",
+            "loaded %s v%s (%s on %s) in %.1f s",
             registry.name,
             version,
             summarizer.precision,
+            summarizer.engine,
             time.perf_counter() - started,
         )
         return LoadedModel(registry.name, str(mv.version), mv.run_id or "", summarizer)

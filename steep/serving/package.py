@@ -30,6 +30,7 @@ from steep.serving.process import SERVICE, bentoml_argv, environment
 RUNTIME_PACKAGES = (
     "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "mlflow", "bentoml",
     "fastapi", "pydantic", "pyyaml", "pandas", "httpx", "psutil", "great-expectations",
+    "onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir",  # the onnxruntime engine and its exporter
 )  # fmt: skip
 STORE_PACKAGES = {"aws": "s3fs", "gcp": "gcsfs", "azure": "adlfs"}  # fsspec filesystem of each cloud's bucket
 SOURCE_PACKAGES = ("steep",)  # what the service imports, copied into the bento

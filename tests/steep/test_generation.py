@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steep import generation, hardware, models
+from steep import hardware, models
 from steep.generation import Decoder, Request, StaticBatch, generate
 from tests.conftest_train import tiny_config
 
@@ -295,10 +295,10 @@ def test_a_row_its_first_token_finishes_is_answered_at_the_next_step_without_joi
 
 def test_generate_keeps_at_most_max_rows_decoding_and_answers_as_alone(summarizer, monkeypatch):
     rows_per_step: list[int] = []
-    real = generation.open_batch
+    real = summarizer.open_batch
 
-    def spied(*args, **kwargs):
-        batch = real(*args, **kwargs)
+    def spied():
+        batch = real()
         step = batch.step
 
         def counted():
@@ -308,7 +308,7 @@ def test_generate_keeps_at_most_max_rows_decoding_and_answers_as_alone(summarize
         batch.step = counted
         return batch
 
-    monkeypatch.setattr(generation, "open_batch", spied)
+    monkeypatch.setattr(summarizer, "open_batch", spied)
     requests = [
         summarizer.request(text, max_new_tokens=n)
         for text, n in zip([*TEXTS, "kilo lima"], [8, 2, 6, 3, 5], strict=True)

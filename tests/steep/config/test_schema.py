@@ -123,10 +123,19 @@ def test_evaluation_max_new_tokens_moved_to_serving(tmp_path):
     assert load_config(write(tmp_path, same), environ={}).serving.max_new_tokens == 32
 
 
-def test_serving_precision_takes_auto_fp32_or_bf16(tmp_path):
+def test_serving_precision_takes_auto_fp32_bf16_int8_or_int4(tmp_path):
     assert load_config(write(tmp_path, ""), environ={}).serving.precision == "auto"
     chosen = load_config(write(tmp_path, "serving: {precision: bf16}\n"), environ={})
     assert chosen.serving.precision == "bf16"
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "serving: {precision: fp16}\n"), environ={})
-    assert "serving.precision: must be 'auto', 'fp32' or 'bf16', got 'fp16'" in str(err.value)
+    assert "serving.precision: must be 'auto', 'fp32', 'bf16', 'int8' or 'int4', got 'fp16'" in str(err.value)
+    quantized = load_config(write(tmp_path, "serving: {precision: int4}\n"), environ={})
+    assert quantized.serving.precision == "int4"
+
+
+def test_serving_engine_takes_auto_transformers_or_onnxruntime(tmp_path):
+    assert load_config(write(tmp_path, ""), environ={}).serving.engine == "auto"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "serving: {engine: vllm}\n"), environ={})
+    assert "serving.engine: must be 'auto', 'transformers' or 'onnxruntime', got 'vllm'" in str(err.value)

@@ -114,8 +114,10 @@ def model():
 def batcher_of(model):
     made: list[Batcher] = []
 
-    def make(max_batch_size: int = 8, max_wait_s: float = 60) -> Batcher:
-        made.append(Batcher(model, max_batch_size=max_batch_size, max_wait_s=max_wait_s))
+    def make(
+        max_batch_size: int = 8, max_wait_s: float = 60, prefills_per_step: int | None = None
+    ) -> Batcher:
+        made.append(Batcher(model, max_batch_size, max_wait_s, prefills_per_step=prefills_per_step))
         return made[-1]
 
     yield make
@@ -158,6 +160,32 @@ def test_max_batch_size_caps_the_rows_decoding_together(model, batcher_of):
         ["e"],  # the batch emptied: the next one starts with what waits
     ]
     assert model.opened == 2
+
+
+def test_a_burst_joins_a_few_rows_a_step_while_others_decode(model, batcher_of):
+    """Each admitted row is a prefill: a burst admitted at once would stall the rows already streaming."""
+    batcher = batcher_of(max_batch_size=8, prefills_per_step=2)
+    answers = Answers()
+    hold_first_step(model, batcher, answers.row("first", steps=4))
+    batcher.submit([answers.row(t, steps=4) for t in ("a", "b", "c", "d", "e")])
+    model.release.set()
+    answers.wait("first", "a", "b", "c", "d", "e")
+    assert [rows for _, rows in model.steps][:4] == [
+        ["first"],
+        ["first", "a", "b"],
+        ["first", "a", "b", "c", "d"],
+        ["first", "a", "b", "c", "d", "e"],
+    ]
+
+
+def test_an_idle_batch_takes_a_whole_burst_at_once(model, batcher_of):
+    batcher = batcher_of(max_batch_size=8, prefills_per_step=2)
+    answers = Answers()
+    hold_first_step(model, batcher, answers.row("first", steps=1))
+    batcher.submit([answers.row(t) for t in ("a", "b", "c", "d")])
+    model.release.set()
+    answers.wait("first", "a", "b", "c", "d")
+    assert [rows for _, rows in model.steps] == [["first"], ["a", "b", "c", "d"]]
 
 
 def test_a_row_that_cannot_be_admitted_fails_alone(model, batcher_of):

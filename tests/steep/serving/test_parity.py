@@ -36,14 +36,22 @@ def embedded_mlflow(monkeypatch):
     mlflow.set_tracking_uri(None)
 
 
-def serving_config(home: Path, precision: str) -> SteepConfig:
+def serving_config(home: Path, precision: str, engine: str = "auto") -> SteepConfig:
     return SteepConfig.model_validate(
         {
             "project": {"home": str(home), "name": "parity"},
             "model": {"max_source_tokens": 24, "max_target_tokens": 6, "instruction": INSTRUCTION},
-            "serving": {"max_new_tokens": 6, "precision": precision},
+            "serving": {"max_new_tokens": 6, "precision": precision, "engine": engine},
         }
     )
+
+
+@pytest.fixture(scope="module")
+def causal16_dir(tmp_path_factory) -> Path:
+    """The tiny model with heads of 16 dimensions: what the onnxruntime engine runs."""
+    from tests.conftest_train import tiny_causal
+
+    return tiny_causal(tmp_path_factory.mktemp("causal16"), heads=2)
 
 
 def lively_model(causal_dir: Path) -> torch.nn.Module:
@@ -85,30 +93,34 @@ def register(cfg: SteepConfig, files: dict[str, str]) -> str:
     return str(version.version)
 
 
-@pytest.mark.parametrize(("method", "precision"), [("full", "fp32"), ("lora", "bf16")])
+@pytest.mark.parametrize(
+    ("method", "precision", "engine"),
+    [("full", "fp32", "transformers"), ("lora", "bf16", "transformers"), ("lora", "fp32", "onnxruntime")],
+)
 def test_evaluation_and_serving_produce_the_same_text_for_the_same_input_and_version(
-    causal_dir, tmp_path, embedded_mlflow, method, precision
+    causal_dir, causal16_dir, tmp_path, embedded_mlflow, method, precision, engine
 ):
-    cfg = serving_config(tmp_path / "home", precision)
-    version = register(cfg, artifacts(cfg, causal_dir, tmp_path / "files", method))
+    cfg = serving_config(tmp_path / "home", precision, engine)
+    folder = causal16_dir if engine == "onnxruntime" else causal_dir
+    version = register(cfg, artifacts(cfg, folder, tmp_path / "files", method))
 
-    evaluated = pyfunc_summarizer(f"models:/{model_name(cfg)}/{version}", cfg.serving.precision)
+    evaluated = pyfunc_summarizer(f"models:/{model_name(cfg)}/{version}", cfg)
     scored = evaluated.summarize(TEXTS, cfg.serving.max_new_tokens, cfg.evaluation.batch_size)
 
     slot = registry_slot(cfg)
     slot.refresh()  # what the server loads: the champion
     served = slot.current
-    engine = Engine(cfg, slot)
+    server = Engine(cfg, slot)
     try:  # the serving path: the texts of one request through the batcher, as POST /summarize sends them
-        answers = asyncio.run(engine.generate(TEXTS, "r"))
+        answers = asyncio.run(server.generate(TEXTS, "r"))
     finally:
-        engine.close()
+        server.close()
 
     assert served.version == version and {model.version for model, _ in answers} == {version}
     assert [c.text for _, c in answers] == scored
     assert len(set(scored)) > 1  # the texts get different answers: the comparison means something
     for summarizer in (evaluated, served.summarizer):
-        assert summarizer.precision == precision
+        assert (summarizer.precision, summarizer.engine) == (precision, engine)
         assert not isinstance(summarizer.model, peft.PeftModel)  # LoRA merged on both sides
         assert {p.dtype for p in summarizer.model.parameters()} == {
             torch.bfloat16 if precision == "bf16" else torch.float32
