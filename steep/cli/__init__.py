@@ -5,6 +5,7 @@ from steep.cli import (  # noqa: F401  (each module registers its commands)
     data_cmds,
     deploy_cmds,
     drift_cmds,
+    drill_cmds,
     init_cmds,
     models_cmds,
     run_cmds,

@@ -272,7 +272,18 @@ class TrainingConfig(Section):
         "flash_attention_2 (needs the flash-attn package) skip the attention between packed examples",
     )
     max_failures: int = Field(
-        1, ge=0, description="worker crashes survived by restarting from the checkpoint"
+        1, ge=0, description="worker crashes survived by restarting from the checkpoint (errors only)"
+    )
+    max_preemptions: int = Field(
+        -1,
+        ge=-1,
+        description="spot reclaims survived by restarting from the checkpoint taken on the reclaim notice, "
+        "counted apart from max_failures; -1: unlimited (Ray's default)",
+    )
+    placement_timeout: Duration = Field(
+        "10m",
+        description="how long training may wait for nodes to place its workers on (at the start, or after "
+        "a node was lost) before the run fails",
     )
     checkpoint_every_steps: int | None = Field(
         None,

@@ -33,6 +33,13 @@ from steep import heartbeat, logged_model, models, tracking
 from steep.config import SteepConfig
 from steep.data import Splits
 from steep.errors import SteepError
+from steep.pipeline.placement import (
+    PLACEMENT_WAIT_ENV,
+    PlacementWait,
+    failure_budgets,
+    placement_message,
+    placement_waits,
+)
 from steep.pipeline.ray_session import RaySession
 from steep.pipeline.training_progress import RayQueueSink, TrainingProgress, loss_plot
 from steep.ray_jobs.checkpoints import MODEL_DIR, STATE_FILE
@@ -162,7 +169,9 @@ def _user_error(exc: BaseException, wanted: tuple[type[BaseException], ...]) -> 
         failures = getattr(current, "worker_failures", None)
         if isinstance(failures, dict):
             todo.extend(f for f in failures.values() if isinstance(f, BaseException))
-        for linked in (current.__cause__, current.__context__, getattr(current, "cause", None)):
+        linked_ones = (current.__cause__, current.__context__, getattr(current, "cause", None),
+                       getattr(current, "controller_failure", None))  # fmt: skip
+        for linked in linked_ones:
             if isinstance(linked, BaseException):
                 todo.append(linked)
     return None
@@ -175,7 +184,18 @@ def _translate_error(exc: BaseException, cfg: SteepConfig) -> TrainingError | No
         return TrainingError(str(found))
     if _user_error(exc, _ray_oom_types()) is not None:  # Ray's memory monitor killed a worker first
         return TrainingError(oom_message(cfg.training.batch_size, max(1, cfg.training.workers)))
+    if _user_error(exc, _placement_timeout_types()) is not None:
+        return TrainingError(placement_message(cfg))
     return None
+
+
+def _placement_timeout_types() -> tuple[type[BaseException], ...]:
+    try:
+        from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+        return (WorkerGroupStartupTimeoutError,)
+    except ImportError:
+        return ()
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -221,7 +241,10 @@ def train(
             with tracking.finishing(client, run_id):  # FINISHED, or FAILED / KILLED with the error
                 try:
                     events, job = _place_workers(cfg, prepared, ray_session, run_dir, storage, resume)
-                    with TrainingProgress(events, logger, total_tokens, show=progress) as bar:
+                    waiting = PlacementWait(cfg) if cfg.training.workers else None
+                    with TrainingProgress(
+                        events, logger, total_tokens, show=progress, waiting=waiting
+                    ) as bar:
                         result = _fit(cfg, job, storage, run_name)
                 finally:
                     logger.close()  # every step's metrics are in before the outputs and the run's end
@@ -368,16 +391,17 @@ def _collect_metrics(bar: TrainingProgress) -> dict[str, float]:
 
 def _log_summary(client: Any, run_id: str, metrics: dict[str, float], bar: TrainingProgress) -> None:
     """Summary metrics (loss and tokens/s are per-step series already), the resolved precision, where the
-    workers ran and how often they restarted."""
+    workers ran, and what restarts cost: how many, how many were spot reclaims, the steps trained twice."""
     summary = {k: v for k, v in metrics.items() if k not in ("loss", "tokens_per_s")}
-    restarts = max(0, len(bar.starts) - 1)
+    spot = {"restarts": bar.restarts, "preemptions": len(bar.preemptions), "steps_redone": bar.steps_redone}
     client.log_batch(
-        run_id,
-        metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"], "restarts": restarts}),
+        run_id, metrics=_metrics({**summary, "mean_tokens_per_s": metrics["tokens_per_s"], **spot})
     )
     client.set_tag(run_id, "steep.precision", bar.precision)  # what `training.precision` resolved to
     if bar.starts:  # each rank's Ray node, as the last (re)start placed them
         client.set_tag(run_id, "steep.ray_nodes", json.dumps(bar.starts[-1]["nodes"]))
+    if bar.preemptions:  # each notice: nodes, deadline, when it was seen and when its checkpoint was in
+        client.set_tag(run_id, "steep.preemptions", json.dumps(bar.preemptions))
 
 
 def _timing(t0: float, bar: TrainingProgress) -> dict[str, float]:
@@ -400,6 +424,8 @@ def _fit(cfg: SteepConfig, job: WorkerConfig, storage: Path | str, run_name: str
     from ray.train.torch import TorchTrainer
 
     t = cfg.training
+    # one round of waiting for placement: Ray Train's controller (started just below) reads it
+    os.environ[PLACEMENT_WAIT_ENV] = str(placement_waits(t.placement_timeout)[0])
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job.loop_config(),
@@ -409,7 +435,7 @@ def _fit(cfg: SteepConfig, job: WorkerConfig, storage: Path | str, run_name: str
         run_config=RunConfig(
             name=run_name,
             storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=t.max_failures),
+            failure_config=FailureConfig(**failure_budgets(cfg)),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )

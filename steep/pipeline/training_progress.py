@@ -1,12 +1,14 @@
 """What a training run shows: the worker's events become MLflow metrics (batched, off the training path)
 and a terminal bar, or a log line every tenth of the run where there is no terminal; before the first step,
-the loop's own estimate of the time it will take on this machine; at the end, the loss curve.
+the loop's own estimate of the time it will take on this machine; a spot reclaim's notice, its checkpoint
+and the restart with the steps it trains twice; a wait for placement every 30 s; at the end, the loss curve.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,10 @@ from steep import figures
 class TrainingProgress:
     """Consumes worker events: per-step metrics to MLflow (batched, background) and a terminal bar."""
 
-    def __init__(self, events: Any, logger: Any, total_tokens: int, show: bool):
+    def __init__(self, events: Any, logger: Any, total_tokens: int, show: bool, waiting: Any = None):
         self.events = events
+        self.waiting = waiting  # a PlacementWait: what a run waiting for nodes says (Ray runs only)
+        self.last_event = time.time()
         self.logger = logger
         self.total_tokens = total_tokens
         self.show = show
@@ -29,6 +33,9 @@ class TrainingProgress:
         self.resumed_from = 0
         self.precision = "fp32"
         self.starts: list[dict[str, Any]] = []  # each (re)start of the loop: its first step, ranks' nodes
+        self.preemptions: list[dict[str, Any]] = []  # each reclaim notice: nodes, step, deadline, checkpoint
+        self.steps_redone = 0  # steps trained twice: done before a restart, after the checkpoint it resumed
+        self._last_step = 0  # the last step this attempt of the loop reported
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="steep-progress", daemon=True)
         self._bar: Any = None
@@ -72,6 +79,7 @@ class TrainingProgress:
 
     def _consume(self) -> None:
         for event in self._get():
+            self.last_event = time.time()
             if event["event"] == "start":
                 self._on_start(event)
             elif event["event"] == "step":
@@ -80,12 +88,30 @@ class TrainingProgress:
                 row = {k: event[k] for k in ("step", "epoch", "val_loss")}
                 self.validation.append(row)
                 self.logger.log({"val_loss": row["val_loss"]}, step=row["step"])
+            elif event["event"] == "preemption":
+                self._on_preemption(event)
+            elif event["event"] == "checkpoint" and event.get("reason") == "preemption":
+                self._on_reclaim_checkpoint(event)
+
+    @property
+    def restarts(self) -> int:
+        return max(0, len(self.starts) - 1)
 
     def _on_start(self, event: dict[str, Any]) -> None:
         """A (re)started loop: where it resumed from, and the precision `auto` resolved to on the worker."""
         self.resumed_from = max(self.resumed_from, event["step"])
         self.precision = event.get("precision", self.precision)
         nodes = event.get("nodes", [])
+        if self.starts:  # a restart: the steps since the checkpoint it resumed from are trained again
+            redone = max(0, self._last_step - event["step"])
+            self.steps_redone += redone
+            reclaim = next((p for p in self.preemptions if "restart" not in p), None)
+            if reclaim is not None:
+                reclaim["restart"] = time.time()
+            why = "a spot reclaim" if reclaim is not None else "a failure"
+            print(f"training restarts after {why}, from step {event['step']}: {redone} step(s) trained again",
+                  flush=True)  # fmt: skip
+        self._last_step = event["step"]
         self.starts.append({"step": event["step"], "nodes": nodes})
         names = sorted({n["name"] for n in nodes})
         if len(names) > 1:  # worth saying only when the run spans nodes
@@ -100,8 +126,27 @@ class TrainingProgress:
         if self._bar is not None:
             self._bar.update(self._task, total=event["total_steps"], completed=event["step"], info="")
 
+    def _on_preemption(self, event: dict[str, Any]) -> None:
+        """A reclaim notice (rank 0 saw it): from now on the loop checkpoints after every step."""
+        left = f", {event['deadline'] - event['time']:.0f} s before the deadline" if event["deadline"] else ""
+        self.preemptions.append(
+            {k: event[k] for k in ("step", "nodes", "deadline")} | {"notice": event["time"]}
+        )
+        print(f"spot reclaim notice for {', '.join(event['nodes'])} at step {event['step']}{left}: "
+              "checkpointing after every step until the node goes", flush=True)  # fmt: skip
+
+    def _on_reclaim_checkpoint(self, event: dict[str, Any]) -> None:
+        """The first checkpoint after a notice: how long after the notice it was in."""
+        last = self.preemptions[-1] if self.preemptions else None
+        if last is None or "checkpoint" in last:
+            return
+        last.update(checkpoint=event["time"], checkpoint_step=event["step"])
+        print(f"checkpoint at step {event['step']}, {event['time'] - last['notice']:.1f} s after the notice",
+              flush=True)  # fmt: skip
+
     def _on_step(self, event: dict[str, Any]) -> None:
         """One step: a history row, its metrics to MLflow, and the bar (or a log line) moved on."""
+        self._last_step = event["step"]
         if self.first_step_start is None:
             self.first_step_start = event["time"] - event["seconds"]
         self.last_step_end = event["time"]
@@ -131,6 +176,18 @@ class TrainingProgress:
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             self._consume()
+            self._say_waiting()
+
+    def _say_waiting(self) -> None:
+        """Every 30 s while no event came and a node of the last placement is lost: what the run waits for."""
+        if self.waiting is None or not self.starts:
+            return
+        try:
+            line = self.waiting.line(self.starts[-1]["nodes"], self.last_event, time.time())
+        except Exception:  # asking Ray must never stop the progress thread
+            return
+        if line:
+            print(line, flush=True)
 
     @property
     def tokens_per_s(self) -> float:

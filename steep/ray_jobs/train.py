@@ -3,8 +3,8 @@
     build model (LoRA / soft prompt / full) -> DDP -> restore the last checkpoint -> for each step of a
     length-grouped batch plan: padded rows (or packed ones, `training.packing`) -> loss on label tokens
     only -> AdamW (fused on GPU) -> report progress (rank 0, non-blocking, one step late on GPU so there is
-    no host sync) -> checkpoint each epoch (and every `checkpoint_every_steps`) -> export the trained model
-    in the last one.
+    no host sync) -> checkpoint each epoch (and every `checkpoint_every_steps`; after a spot reclaim notice,
+    every step until the node goes) -> export the trained model in the last one.
 
 `train_loop_per_worker` (what Ray calls) runs a `TrainingRecipe`: `setup()` builds the pieces in that
 order, `train()` runs epochs of steps; with `training.validation_loss` each checkpoint also carries the mean
@@ -13,7 +13,7 @@ trains in the trial's own process) that loss also goes to Tune, whose early stop
 The driver (steep/pipeline/training.py) tokenizes once and passes the token ids in a typed `WorkerConfig`,
 so workers repeat no preprocessing. The pieces the loop is built from have modules of their own: batches.py
 (the batch plan, a pure function of (seed, epoch), so a resumed worker skips exactly the steps it already
-did), losses.py and checkpoints.py.
+did), losses.py, checkpoints.py and preemption.py.
 
 Ray is imported inside the methods that use it, never at the top: importing `ray.train` picks Train V1
 or V2 from RAY_TRAIN_V2_ENABLED, which the driver sets just before it starts the trainer (and imports this
@@ -39,6 +39,7 @@ from steep.quiet import quiet_third_parties
 from steep.ray_jobs.batches import make_batch, plan_batches
 from steep.ray_jobs.checkpoints import MODEL_DIR, STATE_FILE, export_model, load_checkpoint, save_checkpoint
 from steep.ray_jobs.losses import loss_module, validation_loss
+from steep.ray_jobs.preemption import PreemptionWatch, notice_event, poll_every
 from steep.ray_jobs.worker_config import WorkerConfig
 
 
@@ -85,6 +86,15 @@ class RayTrain:
         import ray.train
 
         return self.local.get_checkpoint() if self.in_tune else ray.train.get_checkpoint()
+
+    def preemption(self) -> Any:
+        """Ray's notice that a node of this run is being reclaimed, or None. A collective call: every rank
+        asks at the same step. A Tune trial runs in one process Ray never drains apart: no notice there."""
+        if self.in_tune:
+            return None
+        import ray.train
+
+        return ray.train.get_preemption_info()
 
     def report(self, metrics: dict[str, Any], checkpoint: Any) -> None:
         import ray.train
@@ -151,6 +161,8 @@ class TrainingRecipe:
         self.kind: str = job.kind
         self.examples: list[dict[str, list[int]]] = job.examples
         self.step = 0  # optimizer steps done over all epochs; a restored checkpoint moves it on
+        self.watch = PreemptionWatch()  # asks Ray for reclaim notices; `train()` sets how often
+        self.step_seconds = 0.0  # one median step, timed for the estimate
 
     # ----------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -261,6 +273,7 @@ class TrainingRecipe:
                  "nodes": self.nodes, "precision": self.precision,
                  "device": hardware.describe(self.device, self.job.threads)}  # fmt: skip
         self._send({**start, "estimate_s": self._estimate_seconds()})
+        self._calibrate_preemption_polls()
         first_epoch = self.step // self.steps_per_epoch if self.steps_per_epoch else 0
         for epoch in range(first_epoch, epochs):
             self._train_epoch(epoch)
@@ -282,8 +295,23 @@ class TrainingRecipe:
         probe = sorted(plan, key=lambda ids: sum(self.lengths[i] for i in ids))[len(plan) // 2]
         batch = self._device_batch(probe)
         seconds = min(self._timed_pass(batch) for _ in range(2))
+        self.step_seconds = seconds
         per_token = seconds / sum(self.lengths[i] for i in probe)
         return per_token * sum(self.lengths) * steps_left / self.steps_per_epoch
+
+    def _calibrate_preemption_polls(self) -> None:
+        """How often to ask Ray for a reclaim notice: one ask timed against the step time measured for the
+        estimate, rank 0's answer for all (every rank must ask at the same steps)."""
+        started = time.perf_counter()
+        self.watch.notice = self.ray.preemption()
+        every = poll_every(self.step_seconds, time.perf_counter() - started)
+        if self.world > 1 and torch.distributed.is_initialized():
+            shared = [every]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            every = shared[0]
+        self.watch.every = every
+        if self.watch.notice is not None:  # a node was already being drained when this attempt started
+            self._send(notice_event(self.watch.notice, self.step, self.nodes, time.time()))
 
     def _timed_pass(self, batch: dict[str, torch.Tensor]) -> float:
         """Seconds of one forward and backward pass; the gradients are dropped."""
@@ -316,6 +344,19 @@ class TrainingRecipe:
             every = t.checkpoint_every_steps
             if every and self.step % every == 0 and self.step < self.total_steps:
                 self._checkpoint(epoch, final=False)
+            if self.watch.due(self.step) and self.step < self.total_steps:
+                self._watch_preemption(epoch)
+
+    def _watch_preemption(self, epoch: int) -> None:
+        """Ask Ray for a reclaim notice; from the notice on, checkpoint after every step until the node
+        goes (Ray then restarts the run from that checkpoint, on the remaining or replacement nodes)."""
+        if self.watch.notice is None:
+            self.watch.notice = self.ray.preemption()
+            if self.watch.notice is None:
+                return
+            self._send(notice_event(self.watch.notice, self.step, self.nodes, time.time()))
+        if self.watch.needs_checkpoint(self.step):
+            self._checkpoint(epoch, final=False, reason="preemption")
 
     def _train_step(self, epoch: int, batch_ids: list[int]) -> None:
         """One optimizer step; `batch_ids` is the global batch, of which this rank takes every world-th."""
@@ -353,7 +394,7 @@ class TrainingRecipe:
         self.optimizer.zero_grad(set_to_none=True)
         return lr
 
-    def _checkpoint(self, epoch: int, final: bool) -> None:
+    def _checkpoint(self, epoch: int, final: bool, reason: str = "schedule") -> None:
         """All ranks report (it is a barrier); rank 0 writes the files, the final one with the model, and
         measures the validation loss (with `training.validation_loss`)."""
         import ray.train
@@ -379,7 +420,9 @@ class TrainingRecipe:
         self.ray.report(metrics, checkpoint=checkpoint)
         if local_root is None:
             shutil.rmtree(folder, ignore_errors=True)
-        self._send({"event": "checkpoint", "step": self.step, "final": final})
+        self.watch.checkpointed.add(self.step)
+        self._send({"event": "checkpoint", "step": self.step, "final": final, "reason": reason,
+                    "time": time.time()})  # fmt: skip
 
     def _validation_loss(self) -> float | None:
         """Rank 0's mean loss per summary token on the validation rows, in eval mode; None without them.

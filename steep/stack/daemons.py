@@ -292,10 +292,42 @@ def spawn(
 
 
 def record(svc: Service, pid: int, ports: dict[str, int] | None = None) -> None:
-    """Write the service's pid file: `stop()` finds the process (and what it spawned) by it."""
+    """Write the service's pid file: `stop()` finds the process (and what it spawned) by it, and the
+    watchdog starts a lost Ray worker node again from what it says (`recorded`)."""
     svc.run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"pid": pid, "create_time": psutil.Process(pid).create_time(), "ports": ports or {}}
+    info = {"pid": pid, "create_time": psutil.Process(pid).create_time(), "ports": ports or {},
+            "host": svc.host, "cpus": svc.cpus}  # fmt: skip
     svc.pid_file.write_text(json.dumps(info))
+
+
+def recorded(home: Path, name: str) -> Service | None:
+    """The service as its pid file describes it (None: no pid file): what it takes to start it again."""
+    try:
+        info = json.loads(Service(name, home, "", 0).pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    ports = {k: int(v) for k, v in info.get("ports", {}).items()}
+    port = ports.pop("port", 0)
+    return Service(name, home, info.get("host", "127.0.0.1"), port, ports, info.get("cpus"))
+
+
+def lost_ray_workers(home: Path) -> list[Service]:
+    """Ray worker nodes that are gone while their pid file stands: lost like a machine, not stopped
+    (`stop()` removes the pid file)."""
+    names = sorted(p.stem for p in (home / "run").glob(f"{RAY_WORKER}-*.pid") if is_ray_worker(p.stem))
+    found = [recorded(home, name) for name in names]
+    return [svc for svc in found if svc is not None and read_pid(svc) is None]
+
+
+def lose(svc: Service) -> int:
+    """Take the node away as a lost machine goes: every process of it killed at once (a raylet killed alone
+    leaves its workers running until the head notices), its pid file kept. -> processes killed."""
+    procs = service_processes(svc)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=10)
+    return len(procs)
 
 
 def marker_env(svc: Service) -> dict[str, str]:
@@ -380,14 +412,19 @@ def terminate(procs: list[psutil.Process], grace: float = 15.0) -> None:
             return
 
 
-def stop(svc: Service, grace: float = 15.0) -> bool:
-    """Stop the service and every process it spawned; True when something was running. Idempotent."""
+def service_processes(svc: Service) -> list[psutil.Process]:
+    """The service's process, what it spawned, and whatever else carries its marker."""
     leader = read_pid(svc)
     procs: list[psutil.Process] = []
     if leader is not None:
         with contextlib.suppress(psutil.Error):
             procs = [leader, *leader.children(recursive=True)]
-    procs += [p for p in stack_processes(svc.home, svc.name) if p.pid not in {q.pid for q in procs}]
+    return procs + [p for p in stack_processes(svc.home, svc.name) if p.pid not in {q.pid for q in procs}]
+
+
+def stop(svc: Service, grace: float = 15.0) -> bool:
+    """Stop the service and every process it spawned; True when something was running. Idempotent."""
+    procs = service_processes(svc)
     terminate(procs, grace)
     svc.pid_file.unlink(missing_ok=True)
     if svc.name == "ray" and not str(ray_temp_dir(svc.home)).startswith(str(svc.home)):

@@ -1,4 +1,6 @@
-"""TTL and idle teardown: a small watchdog process per stack that tears the stack down when it is due.
+"""TTL and idle teardown: a small watchdog process per stack that tears the stack down when it is due,
+and on a local stack starts a lost Ray worker node again, as a cloud's autoscaler replaces a reclaimed
+machine (a training run waiting for placement goes on once it is back).
 
 The stack must never outlive its TTL or sit idle (no training run, no serving request) longer than
 stack.idle_timeout. The watchdog is detached from the shell that provisioned, carries the stack marker
@@ -28,6 +30,7 @@ from steep.stack.record import current, read_record
 
 _REQUESTS = re.compile(r"^bentoml_service_request_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
 _PROBES = re.compile(r'endpoint="/(healthz|livez|readyz|metrics)"')  # health checks are not traffic
+REVIVE_EVERY_S = 5.0  # how often the watchdog looks for lost Ray worker nodes
 
 
 def mlflow_activity(tracking_uri: str, timeout: float = 5.0) -> tuple[bool, float | None]:
@@ -133,15 +136,34 @@ def watch(home: Path, interval: float) -> str | None:
         print(f"cannot reach the stack's services ({exc}); the TTL still applies", flush=True)
         reached = stack
     tracker = IdleTracker(home, reached)
+    next_check = 0.0
     while True:
         if current(home) is None:
             return None
-        reason = tracker.check(time.time())
-        if reason:
-            print(f"{datetime.now(UTC).isoformat()} tearing down: {reason}", flush=True)
-            teardown.run(home, reason=reason, log=_print)
-            return reason
-        time.sleep(interval)
+        revive_lost_nodes(home)
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + interval
+            reason = tracker.check(time.time())
+            if reason:
+                print(f"{datetime.now(UTC).isoformat()} tearing down: {reason}", flush=True)
+                teardown.run(home, reason=reason, log=_print)
+                return reason
+        time.sleep(min(interval, REVIVE_EVERY_S))
+
+
+def revive_lost_nodes(home: Path) -> list[str]:
+    """Start again each Ray worker node that was lost (its processes gone, its pid file kept); -> names."""
+    revived = []
+    for svc in daemons.lost_ray_workers(home):
+        _print(f"{datetime.now(UTC).isoformat()} {svc.name} was lost; starting it again")
+        try:
+            daemons.start(svc)
+        except daemons.DaemonError as exc:  # its ports still held, say: the next look tries again
+            _print(f"{svc.name} did not start yet: {exc}")
+            continue
+        revived.append(svc.name)
+        _print(f"{datetime.now(UTC).isoformat()} {svc.name} joined the head again")
+    return revived
 
 
 def _print(line: str) -> None:

@@ -41,3 +41,15 @@ def test_a_workers_error_inside_rays_wrappers_becomes_a_training_error(tmp_path)
     assert isinstance(killed, TrainingError) and str(killed) == job.oom_message(8, 2)
 
     assert _translate_error(wrapped(RuntimeError("a bug")), cfg) is None  # re-raised as it is
+
+
+def test_a_placement_that_never_came_names_the_timeout_and_what_to_do(tmp_path):
+    """Ray Train gives up waiting for its placement group with a controller failure; the user reads why."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+    from ray.train.v2.api.exceptions import ControllerError
+
+    cfg = tiny_config(tmp_path, tmp_path, workers=2, batch_size=8, placement_timeout="2m")
+    told = _translate_error(ControllerError(WorkerGroupStartupTimeoutError(num_workers=2)), cfg)
+    assert isinstance(told, TrainingError)
+    assert "training.placement_timeout=2m" in str(told) and "2 worker(s)" in str(told)
+    assert "steep provision" in str(told)

@@ -121,3 +121,20 @@ def test_stable_ports_lie_below_the_range_outgoing_connections_take_theirs_from(
         daemons.STABLE_PORTS_FROM <= p < daemons.ephemeral_low() - daemons.RAY_WORKER_PORTS for p in stable
     )
     assert all(daemons.port_free("127.0.0.1", p) for p in stable)
+
+
+def test_a_lost_node_keeps_its_pid_file_so_the_watchdog_starts_it_as_recorded(tmp_path: Path) -> None:
+    """`lose` is a machine going (SIGKILL to the whole tree, its record kept); `stop` an order (removed)."""
+    svc = daemons.Service("ray-worker-2", tmp_path, "127.0.0.1", 6399, {"node-manager-port": 21001}, cpus=1)
+    proc = _spawn_tree(tmp_path, svc.name)
+    daemons.record(svc, proc.pid, {"port": svc.port, **svc.extra_ports})
+    assert daemons.recorded(tmp_path, svc.name) == svc  # host, head port, own ports and CPUs, as started
+    assert daemons.lost_ray_workers(tmp_path) == []
+    deadline = time.monotonic() + 10
+    while len(daemons.stack_processes(tmp_path, svc.name)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert daemons.lose(svc) == 2
+    assert not psutil.pid_exists(proc.pid) and daemons.stack_processes(tmp_path) == []
+    assert daemons.lost_ray_workers(tmp_path) == [svc] and svc.pid_file.exists()
+    daemons.stop(svc)  # stopped on purpose: nothing to bring back
+    assert daemons.lost_ray_workers(tmp_path) == [] and daemons.recorded(tmp_path, svc.name) is None
