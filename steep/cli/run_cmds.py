@@ -3,29 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
 from steep.cli.app import ConfigOpt, SetOpt, app, console, load
+from steep.data import load_dataset
 from steep.endpoints import Runtime
+from steep.pipeline import run_ledger
 from steep.registry import METRIC_LABELS, METRICS
 
 if TYPE_CHECKING:  # the evaluation stage imports nltk: seconds every command would pay at start-up
+    from steep.config import SteepConfig
     from steep.scoring.scores import Evaluation
     from steep.significance import Interval
 
 
 @app.command("run")
-def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+def run(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="continue the last failed or killed `steep run` (or FLOW_RUN_ID) from its first unfinished "
+            "stage, with the same config and data",
+        ),
+    ] = False,
+    flow_run_id: Annotated[
+        str | None, typer.Argument(metavar="[FLOW_RUN_ID]", help="with --resume: the run to continue")
+    ] = None,
+) -> None:
     """Run the pipeline: validate -> split -> train -> evaluate -> gate -> register -> promote -> package."""
     cfg = load(config, sets)
+    if flow_run_id and not resume:
+        raise typer.BadParameter(f"a flow run id is for --resume: `steep run --resume {flow_run_id}`")
+    run_ledger.check_free(cfg)  # another run of this project: refused before anything starts
+    resumed = _to_resume(cfg, flow_run_id) if resume else None
     Runtime.of(cfg).use_prefect()
     # Prefect reads its settings once, when imported: only after use_prefect()
     from steep.flows.finetune import finetune_flow
 
-    outcome = finetune_flow(cfg)
+    outcome = finetune_flow(cfg, resume=resumed)
     test = outcome.splits.test
     console.print(
         results_table(
@@ -47,7 +69,20 @@ def run(config: ConfigOpt = None, sets: SetOpt = None) -> None:
             f"  {package.error}"
         )
     console.print(f"MLflow run: {outcome.run_id}  ({outcome.tracking_uri or 'embedded: ' + str(cfg.home)})")
+    if outcome.resumed_from:
+        console.print(f"resumed from {outcome.resumed_from}: the stages before it were not run again")
     console.print(f"Data Docs:  {outcome.validation.data_docs}")
+
+
+def _to_resume(cfg: SteepConfig, flow_run_id: str | None) -> str:
+    """The run to continue (the one named, else the latest), checked against this config and data before
+    anything starts."""
+    ledger = run_ledger.to_resume(cfg, flow_run_id)
+    run_ledger.check_unchanged(ledger, cfg, load_dataset(cfg).digest)
+    console.print(
+        f"resuming `steep run` {ledger.flow_run_id} ({ledger.status}) from {ledger.first_unfinished()}"
+    )
+    return ledger.flow_run_id
 
 
 def results_table(evaluations: Sequence[Evaluation], title: str) -> Table:

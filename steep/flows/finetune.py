@@ -5,12 +5,17 @@ load -> validate -> split -> train -> evaluate -> gate -> register -> [approve] 
 Orchestration only: each task calls plain steep functions and logs what it decided. The champion alias
 moves in exactly one place, the promote task, so a failure anywhere before it leaves the served model as
 it was; packaging comes after it and only builds what is already the champion.
+
+One run per project at a time (the run lock), and each stage's outcome goes into the run's ledger as it
+completes (steep/pipeline/run_ledger.py): `steep run --resume` continues a failed or killed run from its
+first unfinished stage, with the same config and data, and trains nothing its model already holds.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prefect import flow, get_client, get_run_logger, task
@@ -23,9 +28,9 @@ from steep.config import SteepConfig, parse_duration
 from steep.data import Dataset, Splits, load_dataset
 from steep.endpoints import Runtime
 from steep.errors import SteepError
-from steep.pipeline import evaluation, exports, provenance
+from steep.pipeline import evaluation, exports, provenance, run_ledger
 from steep.pipeline.prepare import PreparedData, ValidationFailed, split_validated, validate_dataset
-from steep.pipeline.training import TrainResult, train
+from steep.pipeline.training import TrainResult, new_run_name, run_recorded, train
 from steep.quiet import quiet_third_parties
 from steep.registry import GateDecision, Registry
 from steep.scoring.scores import Evaluation
@@ -61,6 +66,7 @@ class RunOutcome:
     approval: dict[str, Any] | None = None
     tracking_uri: str | None = None
     package: PackageResult | None = None
+    resumed_from: str | None = None  # the stage a resumed run went on from
 
 
 # --------------------------------------------------------------------------------------------- tasks
@@ -106,9 +112,15 @@ def split_task(cfg: SteepConfig, report: ValidationReport) -> Splits:
 
 @task(name="train")
 def train_task(
-    cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_address: str | None
+    cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_address: str | None, run_name: str
 ) -> TrainResult:
-    result = train(cfg, splits, tracking_uri=tracking_uri, ray_address=ray_address, progress=True)
+    resume = run_recorded(
+        cfg, run_name
+    )  # a resumed `steep run` whose training had begun: from its checkpoint
+    result = train(
+        cfg, splits, tracking_uri=tracking_uri, ray_address=ray_address, progress=True, resume=resume,
+        run_name=run_name,
+    )  # fmt: skip
     get_run_logger().info(
         "trained: MLflow run %s, final loss %s, model %s",
         result.run_id,
@@ -219,6 +231,16 @@ def ask_approval(
     return {"approve": answer.approve, "comment": answer.comment, "reviewer": answer.reviewer}
 
 
+def _resume_tags(ledger: run_ledger.Ledger) -> dict[str, str]:
+    """On a resumed run's MLflow run and version: that it was resumed, by which flow run, from where."""
+    if not ledger.data["resumes"]:
+        return {}
+    last = ledger.data["resumes"][-1]
+    return {
+        "steep.resumed_from": f"{last['from']}: flow run {last['flow_run_id']} resumed {ledger.flow_run_id}"
+    }
+
+
 def _has_ui() -> bool:
     """A real Prefect server (the stack's, or PREFECT_API_URL's) has a UI; the embedded temporary one not."""
     return bool(os.environ.get("PREFECT_API_URL"))
@@ -227,15 +249,49 @@ def _has_ui() -> bool:
 # --------------------------------------------------------------------------------------------- flow
 @flow(name="steep-finetune", log_prints=True)
 def finetune_flow(
-    cfg: SteepConfig, reason: str = "manual", trigger: dict[str, Any] | None = None
+    cfg: SteepConfig, reason: str = "manual", trigger: dict[str, Any] | None = None, resume: str | None = None
 ) -> RunOutcome:
+    """The pipeline; `resume`: the flow run id of a failed or killed run to continue instead."""
     quiet_third_parties()  # a worker on the stack runs this flow without steep's CLI start-up
+    flow_id = str(flow_run.id)
+    with run_ledger.exclusive(cfg, flow_id):
+        ledger = _open_ledger(cfg, flow_id, resume)
+        try:
+            outcome = _pipeline(cfg, reason, trigger, ledger)
+        except BaseException as exc:
+            ledger.finish("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        ledger.finish("completed")
+        return outcome
+
+
+def _open_ledger(cfg: SteepConfig, flow_id: str, resume: str | None) -> run_ledger.Ledger:
+    """A new ledger, or the resumed run's, checked against this config and marked running again."""
+    if resume is None:
+        return run_ledger.start(cfg, flow_id)
+    ledger = run_ledger.to_resume(cfg, resume)
+    run_ledger.check_unchanged(ledger, cfg)
+    stage = ledger.first_unfinished()
+    ledger.data["resumes"].append({"flow_run_id": flow_id, "at": time.time(), "from": stage})
+    ledger.note(status="running")
+    get_run_logger().info("resuming `steep run` %s from %s", ledger.flow_run_id, stage)
+    return ledger
+
+
+def _pipeline(
+    cfg: SteepConfig, reason: str, trigger: dict[str, Any] | None, ledger: run_ledger.Ledger
+) -> RunOutcome:
     log = get_run_logger()
     runtime = Runtime.of(cfg)
     registry = runtime.registry()
     tracking_uri = runtime.tracking_uri
+    resumes = ledger.data["resumes"]
+    resumed_from = resumes[-1]["from"] if resumes else None
 
     dataset = load_task(cfg)
+    if resumed_from is not None:  # the data it trained on, or no resume
+        run_ledger.check_unchanged(ledger, cfg, dataset.digest)
+    ledger.note(data_digest=dataset.digest)
     report = validate_task(cfg, dataset)
     if not report.passed:
         failed = ", ".join(r.name for r in report.failures)
@@ -246,18 +302,38 @@ def finetune_flow(
         )
     splits = split_task(cfg, report)
     prepared = PreparedData(dataset, report, splits)
-    outcome = RunOutcome(dataset=dataset, validation=report, splits=splits, tracking_uri=tracking_uri)
+    outcome = RunOutcome(dataset=dataset, validation=report, splits=splits, tracking_uri=tracking_uri,
+                         resumed_from=resumed_from)  # fmt: skip
 
-    result = train_task(cfg, splits, tracking_uri, runtime.ray_address)
+    trained = ledger.outcome("train")
+    if trained is not None:  # the interrupted run logged its model: nothing is trained again
+        result = TrainResult(**trained)
+        log.info("training: done by `steep run` %s (MLflow run %s); not trained again", ledger.flow_run_id,
+                 result.run_id)  # fmt: skip
+    else:
+        run_name = ledger.data.get("train_run_name") or new_run_name(cfg)
+        ledger.note(train_run_name=run_name)  # a resume continues this MLflow run from its checkpoint
+        result = train_task(cfg, splits, tracking_uri, runtime.ray_address, run_name)
+        ledger.record("train", **asdict(result))
     outcome.run_id = result.run_id
-    provenance.tag_run(
-        result.run_id, provenance.run_tags(cfg, reason, trigger, report, flow_run_id=str(flow_run.id))
-    )
+    tags = provenance.run_tags(cfg, reason, trigger, report, flow_run_id=ledger.flow_run_id)
+    provenance.tag_run(result.run_id, {**tags, **_resume_tags(ledger)})
 
     outcome.evaluations = evaluate_task(cfg, splits, result, registry, runtime.ray_address)
+    ledger.record("evaluate", scores={ev.name: asdict(ev.scores) for ev in outcome.evaluations})
     log_evaluation_task(cfg, result.run_id, splits, outcome.evaluations)
     outcome.decision = gate_task(cfg, outcome.evaluations)
-    outcome.version = register_task(cfg, registry, result, prepared, outcome.evaluations, outcome.decision)
+    registered = ledger.outcome("register")
+    if registered is not None:
+        outcome.version = registered["version"]
+        log.info("registered v%s by `steep run` %s already", outcome.version, ledger.flow_run_id)
+    else:
+        outcome.version = register_task(
+            cfg, registry, result, prepared, outcome.evaluations, outcome.decision
+        )
+        ledger.record("register", version=outcome.version)
+    if resumed_from is not None:
+        registry.tag(outcome.version, **_resume_tags(ledger))
 
     if not outcome.decision.promote:
         log.info("the champion stays: %s", outcome.decision.summary())
@@ -268,7 +344,9 @@ def finetune_flow(
         if not outcome.approval["approve"]:
             log.info("not approved (%s): the champion stays", outcome.approval["comment"] or "no comment")
             return outcome
-    promote_task(registry, outcome.version, outcome.decision.summary())
+    if ledger.outcome("promote") is None:
+        promote_task(registry, outcome.version, outcome.decision.summary())
+        ledger.record("promote", version=outcome.version)
     outcome.promoted = True
     if cfg.serving.build_on_promote:
         outcome.package = package_task(cfg, registry, outcome.version, result.run_id)

@@ -34,14 +34,20 @@ from steep.significance import DEFAULT_CONFIDENCE
 def candidates(cfg: SteepConfig, result: TrainResult, registry: Registry) -> list[Candidate]:
     """The challenger, the base model and (when there is one) the current champion, each loaded lazily.
 
-    The base model and the champion never change, so their scores are cached per model and prompt format.
+    A logged model never changes, so each one's predictions are cached per model and prompt format: the
+    base model's and the champion's serve every run, the challenger's a resumed one.
     Each is prepared at the served precision: the gate scores what the server will generate.
     """
     kind = models.model_kind(result.base_model_dir, cfg.model.kind)
     fmt = models.PromptFormat.from_config(cfg.model, kind)
     served = f"{cfg.serving.precision}:{cfg.serving.engine}"  # an int4 model's scores are its own
     found = [
-        Candidate("challenger", Role.CHALLENGER, lambda: pyfunc_summarizer(result.model_uri, cfg)),
+        Candidate(
+            "challenger",
+            Role.CHALLENGER,
+            lambda: pyfunc_summarizer(result.model_uri, cfg),
+            cache_id=f"{result.model_uri}:{fmt}:{served}" if result.model_uri else None,  # a resumed run's
+        ),
         Candidate(
             "base",
             Role.BASE,

@@ -142,6 +142,15 @@ def _run_state(cfg: SteepConfig, name: str) -> Path:
     return runs_root(cfg) / name / "run.json"
 
 
+def new_run_name(cfg: SteepConfig) -> str:
+    return f"{cfg.project.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def run_recorded(cfg: SteepConfig, run_name: str) -> bool:
+    """Whether a training run of that name was started here (`train(resume=True)` can continue it)."""
+    return _run_state(cfg, run_name).is_file()
+
+
 def latest_run(cfg: SteepConfig) -> str | None:
     marker = runs_root(cfg) / LATEST_FILE
     return marker.read_text().strip() if marker.is_file() else None
@@ -298,7 +307,7 @@ def _start_run(
     tags: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """A new MLflow run, recorded under project.home so that `resume` finds it; -> (id, name)."""
-    run_name = run_name or f"{cfg.project.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    run_name = run_name or new_run_name(cfg)
     run = client.create_run(experiment_id, run_name=run_name, tags={**tracking.system_info(), **(tags or {})})
     run_id = run.info.run_id
     _run_state(cfg, run_name).parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ def provision(
     echo: Callable[[str], None] = print,
     force_unlock: bool = False,
 ) -> Stack:
-    """Check, plan, show plan and cost, confirm, apply, record the outputs, arm the TTL/idle watchdog."""
+    """Check, plan, show plan and cost, confirm, apply, record the outputs, arm the watchdog (TTL, idle,
+    lost local Ray nodes)."""
     target = target or cfg.stack.target
     if target not in tf.TARGETS:
         raise StackError(f"unknown target {target!r}; choose one of: {', '.join(tf.TARGETS)}")
@@ -85,7 +86,8 @@ def provision(
         outputs = run.outputs()
         idle_s = parse_duration(cfg.stack.idle_timeout) if cfg.stack.idle_timeout else None
         write_record(home, outputs, ttl_s, idle_s)
-        if ttl_s or idle_s:
+        replaces_nodes = target == "local" and cfg.stack.local.ray_worker_nodes > 0  # lost ones come back
+        if ttl_s or idle_s or replaces_nodes:
             lifecycle.spawn_watchdog(home, parse_duration(cfg.stack.idle_check_interval))
     stack = current(home)
     assert stack is not None
