@@ -17,7 +17,8 @@ from steep.config import SteepConfig, parse_duration
 
 PLACEMENT_WAIT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train's wait for placement, per round
 PLACEMENT_WAIT_S = 30.0
-SAY_EVERY_S = 30.0  # a waiting run says so this often
+FIRST_SAY_S = 10.0  # a run quiet this long since a node of it was lost says what it waits for...
+SAY_EVERY_S = 30.0  # ...and again this often
 
 
 def placement_waits(placement_timeout: str) -> tuple[float, int]:
@@ -46,40 +47,41 @@ def placement_message(cfg: SteepConfig) -> str:
     )
 
 
-def ray_nodes_alive() -> dict[str, bool]:
-    """Every node Ray knows of, dead ones included: {node id: alive}."""
+def ray_node_cpus() -> dict[str, float | None]:
+    """Every node Ray knows of: {node id: the CPUs it offers, None for a dead one}."""
     import ray
 
-    return {n["NodeID"]: bool(n["Alive"]) for n in ray.nodes()}
+    return {n["NodeID"]: n["Resources"].get("CPU", 0.0) if n["Alive"] else None for n in ray.nodes()}
 
 
 class PlacementWait:
     """The line a run waiting for placement prints, at most every 30 s; None while nothing is lost."""
 
-    def __init__(self, cfg: SteepConfig, alive: Callable[[], dict[str, bool]] = ray_nodes_alive):
+    def __init__(self, cfg: SteepConfig, nodes: Callable[[], dict[str, float | None]] = ray_node_cpus):
         self.workers = cfg.training.workers
         self.timeout = cfg.training.placement_timeout
         self.timeout_s = parse_duration(self.timeout)
-        self.alive = alive
+        self.nodes = nodes
         self.lost_at: dict[str, float] = {}  # node name -> when this driver first saw it dead
         self.said = 0.0
 
     def line(self, placed: list[dict[str, Any]], quiet_since: float, now: float) -> str | None:
         """`placed`: the ranks' nodes of the last (re)start; `quiet_since`: the last event from the loop."""
-        if now - quiet_since < SAY_EVERY_S or now - self.said < SAY_EVERY_S or not placed:
+        if now - quiet_since < FIRST_SAY_S or now - self.said < SAY_EVERY_S or not placed:
             return None
-        alive = self.alive()
-        lost = sorted({n["name"] for n in placed if alive.get(n["id"]) is False})
+        cpus = self.nodes()
+        lost = sorted({n["name"] for n in placed if n["id"] in cpus and cpus[n["id"]] is None})
         if not lost:
             return None
         for name in lost:
             self.lost_at.setdefault(name, now)
         self.said = now
-        nodes = ", ".join(f"{name} (lost by {_clock(self.lost_at[name])})" for name in lost)
+        gone = ", ".join(f"{name} (lost by {_clock(self.lost_at[name])})" for name in lost)
+        live = sum(1 for c in cpus.values() if c)  # nodes alive with CPUs to offer
         return (
-            f"training is waiting for placement since {_clock(quiet_since)}: {nodes}; "
-            f"{self.workers} workers wait for a node to replace it (a local stack restarts lost nodes, a "
-            f"cloud's autoscaler adds one). Gives up at {_clock(quiet_since + self.timeout_s)} "
+            f"training is waiting to place its {self.workers} workers again since {_clock(quiet_since)}: "
+            f"{gone}; {live} live node(s) with CPUs now (a local stack starts lost nodes again, a cloud's "
+            f"autoscaler adds one). Gives up at {_clock(quiet_since + self.timeout_s)} "
             f"(training.placement_timeout={self.timeout}); Ctrl-C ends the wait now"
         )
 

@@ -176,8 +176,10 @@ def environment(svc: Service) -> dict[str, str]:
 
 
 def port_free(host: str, port: int) -> bool:
-    """True when nothing listens on host:port (we try to bind it, like the server will)."""
+    """True when nothing listens on host:port (we try to bind it, like the server will: with SO_REUSEADDR,
+    so the closed connections of a lost node's servers, lingering in TIME_WAIT, do not hold its ports)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

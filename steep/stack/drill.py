@@ -61,7 +61,8 @@ def choose(home: Path, node: str | None) -> tuple[str, str, str]:
                 "needs one left: provision with stack.local.ray_worker_nodes >= 2"
             )
         if node is None:
-            actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            wanted = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+            actors = list_actors(address=stack.ray_address, filters=wanted)
             busy = sorted(name for name, node_id in nodes.items() if node_id in {a.node_id for a in actors})
             if not busy:
                 raise StackError(

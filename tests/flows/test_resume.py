@@ -1,4 +1,4 @@
-"""`steep run --resume` for real: a `steep run` killed (SIGKILL) after training, then resumed from the terminal.
+"""`steep run --resume` for real: a `steep run` killed (SIGKILL) after training, then resumed by the user.
 
 A user's folder with its own data and a tiny model, the embedded default (ephemeral Prefect, sqlite MLflow).
 While the first run trains, a second `steep run` of the project is refused; after the kill, a resume with
@@ -62,8 +62,10 @@ def steep(root: Path, *args: str) -> tuple[int, str, float]:
 
 def test_a_run_killed_after_training_resumes_without_training_again(tmp_path: Path):
     root = project(tmp_path / "user")
-    proc = subprocess.Popen([sys.executable, "-m", "steep", "run"], cwd=root, env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steep", "run"], cwd=root, env=env(), text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()

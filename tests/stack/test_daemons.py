@@ -138,3 +138,20 @@ def test_a_lost_node_keeps_its_pid_file_so_the_watchdog_starts_it_as_recorded(tm
     assert daemons.lost_ray_workers(tmp_path) == [svc] and svc.pid_file.exists()
     daemons.stop(svc)  # stopped on purpose: nothing to bring back
     assert daemons.lost_ray_workers(tmp_path) == [] and daemons.recorded(tmp_path, svc.name) is None
+
+
+def test_a_port_whose_server_is_gone_is_free_though_its_connections_linger() -> None:
+    """A lost node's servers closed connections first: TIME_WAIT holds their ports, but a new server (which
+    binds with SO_REUSEADDR, as gRPC and aiohttp do) gets them; only a listener makes a port busy."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ray's gRPC servers do
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    assert not daemons.port_free("127.0.0.1", port)  # listening
+    accepted.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+    server.close()
+    client.close()
+    assert daemons.port_free("127.0.0.1", port)

@@ -8,7 +8,7 @@ import pytest
 from ray.train import FailureConfig
 
 from steep.config import SteepConfig
-from steep.pipeline.placement import SAY_EVERY_S, PlacementWait, failure_budgets, placement_waits
+from steep.pipeline.placement import FIRST_SAY_S, SAY_EVERY_S, PlacementWait, failure_budgets, placement_waits
 
 
 def config(**training: object) -> SteepConfig:
@@ -40,20 +40,21 @@ def test_the_defaults_survive_every_reclaim_and_wait_ten_minutes():
     assert (t.max_preemptions, t.placement_timeout, t.max_failures) == (-1, "10m", 1)
 
 
-def test_a_wait_for_a_lost_node_is_said_every_30_s_with_the_node_and_when_it_gives_up():
-    alive = {"n1": True, "n2": False}
-    wait = PlacementWait(config(placement_timeout="5m"), alive=lambda: alive)
+def test_a_wait_for_a_lost_node_is_said_then_every_30_s_with_the_node_and_when_it_gives_up():
+    cpus: dict[str, float | None] = {"n1": 1.0, "n2": None, "head": 0.0}
+    wait = PlacementWait(config(placement_timeout="5m"), nodes=lambda: cpus)
     placed = [{"id": "n1", "name": "ray-worker-1"}, {"id": "n2", "name": "ray-worker-2"}]
     quiet = time.time()
-    assert wait.line(placed, quiet, quiet + 10) is None  # events came 10 s ago: not waiting
-    line = wait.line(placed, quiet, quiet + SAY_EVERY_S)
+    assert wait.line(placed, quiet, quiet + FIRST_SAY_S - 1) is None  # events came just now: not waiting
+    line = wait.line(placed, quiet, quiet + FIRST_SAY_S)
     assert line is not None and "ray-worker-2 (lost by " in line and "ray-worker-1" not in line
-    assert f"since {time.strftime('%H:%M:%S', time.localtime(quiet))}" in line
+    assert f"its 2 workers again since {time.strftime('%H:%M:%S', time.localtime(quiet))}" in line
+    assert "1 live node(s) with CPUs now" in line  # the head offers none
     assert f"Gives up at {time.strftime('%H:%M:%S', time.localtime(quiet + 300))}" in line
-    assert "training.placement_timeout=5m" in line and "2 workers" in line
-    assert wait.line(placed, quiet, quiet + SAY_EVERY_S + 5) is None  # not again before 30 s more
-    assert wait.line(placed, quiet, quiet + 2 * SAY_EVERY_S) is not None
-    alive["n2"] = True  # a slow step, not a lost node: nothing to say
+    assert "training.placement_timeout=5m" in line
+    assert wait.line(placed, quiet, quiet + FIRST_SAY_S + SAY_EVERY_S - 1) is None  # not again before 30 s
+    assert wait.line(placed, quiet, quiet + FIRST_SAY_S + SAY_EVERY_S) is not None
+    cpus["n2"] = 1.0  # a slow step, not a lost node: nothing to say
     assert wait.line(placed, quiet, quiet + 4 * SAY_EVERY_S) is None
 
 
