@@ -1,13 +1,13 @@
 """Ray Train across nodes, for real: a local stack with Ray worker nodes (raylets joined to the head).
 
 One stack serves every test here (provisioning is the slow part): DDP workers land on different nodes and
-train exactly what one node trains; a worker node killed mid-run costs a restart from the last checkpoint,
-not the run; `steep provision` brings the dead node back.
+train exactly what one node trains; a spot reclaim announced by `steep drill preempt` costs at most a step
+and trains what an uninterrupted run trains; a node lost with no notice costs up to the checkpoint interval;
+with no spare node the run says what it waits for, and the stack's watchdog brings the lost node back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import torch
 
@@ -135,49 +134,136 @@ def test_workers_spread_over_nodes_and_train_what_one_node_trains(stack, tmp_pat
     print(f"\n2 workers on 2 nodes: {seconds:.0f} s; largest weight difference from one node: {worst:.2e}")
 
 
-def test_a_killed_worker_node_costs_a_restart_not_the_run(stack, tmp_path: Path) -> None:
-    home, sets = stack
-    root = project(tmp_path / "user", home, epochs=40, checkpoint_every_steps=20, max_failures=2)
-    proc = train(root)  # 800 steps: long enough for the kill to land mid-run
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # what the user reads
-    reader.start()
-    try:
-        placed = "training on 2 workers across 2 Ray nodes ("
-        deadline = time.monotonic() + 300
-        while not (
-            any(placed in line for line in lines) and any("training step 160/800" in line for line in lines)
-        ):  # the ranks' nodes are printed, and Ray has registered checkpoints (one every 20 steps)
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.2)
-        nodes = next(line for line in lines if placed in line).split(placed)[1].split(")")[0].split(", ")
-        victim = nodes[-1]  # the node of rank 1
-        leader = daemons.read_pid(daemons.Service(victim, home, "", 0))
-        assert leader is not None
-        # the node is gone, as when a machine is lost: its raylet and every process on it, at once (a raylet
-        # killed alone leaves its workers running until the head notices, and a short run can finish first)
-        for gone in [leader, *leader.children(recursive=True), *daemons.stack_processes(home, victim)]:
-            with contextlib.suppress(psutil.Error):
-                gone.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
-        assert proc.wait(timeout=600) == 0, "".join(lines)[-4000:]
-        reader.join(timeout=30)
-        out = "".join(lines)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert "; restart 1, from step " in out, out[-3000:]
-    resumed = int(out.split("; restart 1, from step ")[1].split(")")[0])
-    assert resumed > 0  # from a checkpoint, not from scratch
-    run = last_run(current(home).mlflow_tracking_uri)
-    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-    assert run["info"]["status"] == "FINISHED" and metrics["restarts"] == 1
-    took = time.monotonic() - killed_at
-    print(f"\nraylet killed; the run resumed from step {resumed} and finished {took:.0f} s later")
+class Training:
+    """`steep train` in the user's folder, its terminal read line by line as the user reads it."""
 
-    # the lost node comes back with the next provision, which replaces only what died
-    code, text = steep(["provision", "--yes"], sets)
-    assert code == 0 and "1 to add, 0 to change, 1 to destroy" in text, text
+    def __init__(self, root: Path):
+        self.proc = train(root)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+        self.started = time.monotonic()
+
+    @property
+    def out(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, *texts: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(any(t in line for line in self.lines) for t in texts):
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.out[-3000:]
+            time.sleep(0.2)
+
+    def nodes(self) -> list[str]:
+        """The ranks' nodes of the first placement, in rank order, as the terminal named them."""
+        placed = "training on 2 workers across 2 Ray nodes ("
+        line = next(line for line in self.lines if placed in line)
+        return line.split(placed)[1].split(")")[0].split(", ")
+
+    def finished(self, timeout: float = 900) -> float:
+        """-> the run's wall time."""
+        try:
+            assert self.proc.wait(timeout=timeout) == 0, self.out[-4000:]
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.reader.join(timeout=30)
+        return time.monotonic() - self.started
+
+
+def metrics_of(run: dict) -> dict[str, float]:
+    return {m["key"]: m["value"] for m in run["data"]["metrics"]}
+
+
+def comes_back(home: Path, node: str, timeout: float = 180) -> float:
+    """Seconds until the stack's watchdog has the lost node running again (no `steep provision` by hand)."""
+    t0 = time.monotonic()
+    while not daemons.running(home, [node]):
+        assert time.monotonic() - t0 < timeout, f"{node} did not come back within {timeout:.0f} s"
+        time.sleep(1)
+    return time.monotonic() - t0
+
+
+def test_a_spot_reclaim_costs_at_most_a_step_and_trains_what_an_uninterrupted_run_trains(stack, tmp_path):
+    """The drill drains a training node with a 20 s notice, then takes it: the loop checkpoints on the
+    notice and every step after; Ray restarts on the spare node from the last one."""
+    home, sets = stack
+    root = project(tmp_path / "user", home, epochs=20, checkpoint_every_steps=20)  # 400 steps
+    uninterrupted_s = Training(root).finished()
+    uninterrupted = final_weights(home)
+
+    run = Training(root)
+    run.wait_for("training on 2 workers across 2 Ray nodes (", "training step 80/400")
+    code, text = steep(["drill", "preempt", "--grace", "20s"], sets)  # returns once the node is gone
+    assert code == 0 and "preemption notice sent" in text and "is gone" in text, text
+    victim = text.split(" is being reclaimed")[0].split()[-1]
+    assert victim in run.nodes()  # the drill took a node that ran a training worker
+    reclaimed_s = run.finished()
+    out = run.out
+    assert f"spot reclaim notice for {victim} at step " in out, out[-3000:]
+    assert "training restarts after a spot reclaim, from step " in out, out[-3000:]
+
+    record = last_run(current(home).mlflow_tracking_uri)
+    metrics = metrics_of(record)
+    assert record["info"]["status"] == "FINISHED"
+    assert (metrics["preemptions"], metrics["restarts"]) == (1, 1) and metrics["steps_redone"] <= 1
+    worst = max((uninterrupted[k] - final_weights(home)[k]).abs().max().item() for k in uninterrupted)
+    assert worst < 1e-5, f"the reclaimed run differs from an uninterrupted one by {worst}"
+    tags = {t["key"]: t["value"] for t in record["data"]["tags"]}
+    [notice] = json.loads(tags["steep.preemptions"])
+    drained_at = notice["deadline"] - 20
+    back_s = comes_back(home, victim)
+    print(
+        f"\nreclaim drill: notice seen {notice['notice'] - drained_at:.1f} s after the drain, checkpoint in "
+        f"{notice['checkpoint'] - drained_at:.1f} s after it (step {notice['checkpoint_step']}); "
+        f"{metrics['steps_redone']:.0f} step(s) redone; {reclaimed_s:.0f} s against {uninterrupted_s:.0f} s "
+        f"uninterrupted; {victim} back {back_s:.0f} s after the test saw it gone"
+    )
+
+
+def test_a_node_lost_with_no_notice_costs_up_to_the_checkpoint_interval(stack, tmp_path: Path) -> None:
+    """The contrast: `steep drill lose` kills a node at once; the run resumes from its last periodic
+    checkpoint (every 20 steps) on the spare node, and the lost node comes back by itself."""
+    home, sets = stack
+    root = project(tmp_path / "user", home, epochs=20, checkpoint_every_steps=20, max_failures=2)
+    run = Training(root)
+    run.wait_for("training on 2 workers across 2 Ray nodes (", "training step 160/400")
+    victim = run.nodes()[-1]  # the node of rank 1
+    code, text = steep(["drill", "lose", "--node", victim], sets)
+    assert code == 0 and f"{victim} is gone" in text, text
+    killed_at = time.monotonic()
+    run.finished()
+    out = run.out
+    assert "training restarts after a failure, from step " in out, out[-3000:]
+    resumed = int(out.split("training restarts after a failure, from step ")[1].split(":")[0])
+    assert resumed > 0  # from a checkpoint, not from scratch
+    metrics = metrics_of(last_run(current(home).mlflow_tracking_uri))
+    assert (metrics["restarts"], metrics["preemptions"]) == (1, 0)
+    assert 0 <= metrics["steps_redone"] <= 20  # no notice: back to the last periodic checkpoint
+    took = time.monotonic() - killed_at
+    back_s = comes_back(home, victim)
+    redone = metrics["steps_redone"]
+    print(f"\nnode lost with no notice: resumed from step {resumed}, {redone:.0f} step(s) redone, finished "
+          f"{took:.0f} s later; {victim} back after {back_s:.0f} s more")  # fmt: skip
+
+
+def test_with_no_spare_node_the_run_says_what_it_waits_for_until_the_node_is_back(stack, tmp_path):
+    """As many workers as nodes: a lost node leaves the run waiting; it says so, the watchdog starts the node
+    again (as an autoscaler replaces a machine), and the run goes on."""
+    home, sets = stack
+    root = project(tmp_path / "user", home, workers=NODES, batch_size=6, epochs=20, checkpoint_every_steps=20)
+    run = Training(root)
+    run.wait_for(f"training on {NODES} workers across {NODES} Ray nodes (", "training step 80/")
+    code, text = steep(["drill", "lose"], sets)
+    assert code == 0 and " is gone" in text, text
+    victim = text.split(" is gone")[0].split()[-1]
+    run.wait_for(f"training is waiting to place its {NODES} workers again since ", f"{victim} (lost by ")
+    run.finished()
+    out = run.out
+    assert "training restarts after a failure" in out
+    assert f"{NODES - 1} live node(s) with CPUs now" in out or f"{NODES} live node(s) with CPUs now" in out
+    metrics = metrics_of(last_run(current(home).mlflow_tracking_uri))
+    assert metrics["restarts"] == 1
     assert daemons.running(home, daemons.ray_worker_names(NODES)) == set(daemons.ray_worker_names(NODES))
 
 
