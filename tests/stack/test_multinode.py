@@ -267,6 +267,25 @@ def test_with_no_spare_node_the_run_says_what_it_waits_for_until_the_node_is_bac
     assert daemons.running(home, daemons.ray_worker_names(NODES)) == set(daemons.ray_worker_names(NODES))
 
 
+def test_a_placement_that_never_comes_fails_the_run_cleanly(stack, tmp_path: Path) -> None:
+    """More workers than the nodes' CPUs hold: after training.placement_timeout the run fails, FAILED in
+    MLflow with the cause, exit 2, naming what to do."""
+    home, _ = stack
+    root = project(tmp_path / "user", home, workers=NODES + 1, batch_size=8, placement_timeout="30s")
+    t0 = time.monotonic()
+    proc = train(root)
+    out, _ = proc.communicate(timeout=300)
+    waited = time.monotonic() - t0
+    assert proc.returncode == 2, out[-3000:]
+    assert (
+        f"training waited training.placement_timeout=30s for nodes to place its {NODES + 1} worker(s)" in out
+    )
+    assert "Traceback" not in out
+    record = last_run(current(home).mlflow_tracking_uri)
+    assert record["info"]["status"] == "FAILED"
+    print(f"\nno placement: the run failed {waited:.0f} s after it started (placement_timeout 30s)")
+
+
 def test_evaluation_generates_as_ray_tasks_on_every_worker_node(stack) -> None:
     home, _ = stack
     record = current(home)

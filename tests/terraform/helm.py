@@ -233,9 +233,17 @@ def helm_template(release: Release, values: str, kube_version: str) -> list[dict
     return load_rendered(done.stdout, release.chart_dir)
 
 
+def root_input(target: str, name: str) -> Any:
+    """What terraform/<target> passes modules/platform as `name` (a literal there)."""
+    [call] = [body for block in _hcl(TF / target / "main.tf")["module"]
+              for key, body in block.items() if unquote(key) == "platform"]  # fmt: skip
+    return call[name]
+
+
 def sample_variables(target: str = "aws", **overrides: Any) -> dict[str, Any]:
     """The variables main.tf gives the values files (local.values_vars), as a cloud root would make them:
-    the module's defaults where it has them, the root's inputs (GPU group, node selector, labels) else."""
+    the module's defaults where it has them, the root's inputs (GPU group, node selector, labels, reclaim
+    notice) else."""
     d = variable_defaults()
     stack = overrides.pop("stack_name", "demo")
     labels = {"steep.dev/target": target, "app.kubernetes.io/part-of": "steep", "steep.dev/stack": stack}
@@ -262,6 +270,7 @@ def sample_variables(target: str = "aws", **overrides: Any) -> dict[str, Any]:
         "artifact_uri": uri,
         "ray_image": d["ray_image"],
         "ray_idle_timeout_s": d["ray_idle_timeout_s"],
+        "reclaim_notice_s": root_input(target, "reclaim_notice_s"),
         "cpu_workers": d["cpu_workers"],
         "gpu_workers": {"min": 0, "max": 2, "gpus": 1, "cpu": "3", "memory": "12Gi"},
         "gpu_node_selector": {"steep-pool": "gpu"},

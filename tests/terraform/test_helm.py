@@ -14,7 +14,11 @@ import base64
 import fnmatch
 import functools
 import json
+import os
 import re
+import subprocess
+import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -72,7 +76,7 @@ FREE_FORM = {
     "ray-cluster": {
         f"{group}.{key}"
         for group in ("head", "worker", "additionalWorkerGroups.*")
-        for key in ("labels", "nodeSelector", "rayStartParams", "resources", "autoscalerOptions")
+        for key in ("labels", "nodeSelector", "rayStartParams", "resources", "autoscalerOptions", "lifecycle")
         if not (key == "autoscalerOptions" and group != "head")
     },
     "prefect-server": {"commonLabels", "server.nodeSelector", "server.podLabels", "migrations.podLabels",
@@ -343,7 +347,12 @@ _EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_S
 
 def gpu_pool_taints(target: str) -> list[dict[str, str]]:
     """Every taint terraform/<target> may put on its GPU pool (both branches of a conditional included)."""
-    body = _resources(target)[GPU_POOL[target]]
+    return pool_taints(target, "gpu")
+
+
+def pool_taints(target: str, pool: str) -> list[dict[str, str]]:
+    """Every taint terraform/<target> may put on a worker pool (both branches of a conditional included)."""
+    body = _resources(target)[POOLS[target][pool]]
     taints = []
 
     def walk(node: Any) -> None:
@@ -587,6 +596,198 @@ def test_the_toleration_check_refuses_a_pod_that_does_not_tolerate() -> None:
     assert not tolerates([{"key": "nvidia.com/gpu", "operator": "Equal", "value": "true"}], taint)
     assert not tolerates([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}], taint)
     assert not tolerates([], taint)
+
+
+# ------------------------------------------------------------------------------------------ spot reclaims
+# What a spot reclaim notice leaves a pod before its node goes, and what turns the notice into the pod's
+# deletion (which runs its preStop hook): EC2's interruption notice comes 2 minutes ahead, and EKS's managed
+# node groups drain spot nodes on it (or earlier, on a rebalance recommendation); a GCE spot VM goes 30 s
+# after its preemption notice, and GKE's graceful node shutdown gives non-system pods the first 15 s; Azure's
+# Preempt scheduled event comes at least 30 s ahead, and AKS's node auto-drain drains the node on it.
+RECLAIM_NOTICE_S = {"aws": 120, "gcp": 15, "azure": 30}
+POD_GRACE_S = 30  # the API server's default terminationGracePeriodSeconds, where the pod spec has none
+PREEMPTION = "DRAIN_NODE_REASON_PREEMPTION"
+SAMPLE_NODE_ID = "5c1e7f0b9a2d4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b"  # 28 bytes, as Ray's NodeID
+SAMPLE_GCS = "demo-ray-kuberay-head-svc.steep.svc.cluster.local:6379"  # KubeRay's RAY_ADDRESS on a worker
+# A Ray worker pod's processes as /proc shows them: `ray start` (the container's command), its raylet (whose
+# --node_id is the node's id), and the dashboard agent (a --node-id of another form)
+FAKE_PROCS = {
+    "1": ["/bin/bash", "-lc", "--", "ulimit -n 65536; ray start --address=$FQ_RAY_IP:$RAY_PORT --block"],
+    "42": ["/home/ray/anaconda3/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet",
+           "--raylet_socket_name=/tmp/ray/session_latest/sockets/raylet", f"--node_id={SAMPLE_NODE_ID}",
+           "--node_ip_address=10.44.0.7", f"--gcs-address={SAMPLE_GCS}"],
+    "77": ["/home/ray/anaconda3/bin/python", "-u", "ray/dashboard/agent.py", f"--node-id={'0' * 56}"],
+}  # fmt: skip
+
+
+def spot_pool(target: str, pool: str) -> bool:
+    """Whether terraform/<target> may put a worker pool on spot capacity (either branch of a conditional)."""
+    body = _resources(target)[POOLS[target][pool]]
+    if target == "aws":
+        return "SPOT" in str(body.get("capacity_type", ""))
+    if target == "gcp":
+        return body["node_config"][0].get("spot") not in (None, False)
+    return "Spot" in str(body.get("priority", ""))
+
+
+def drain_hooks(cluster: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Worker group -> (its pod spec, the shell script of its Ray container's preStop hook)."""
+    hooks = {}
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        [container] = [c for c in pod["containers"] if c["name"] == "ray-worker"]
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[:2] == ["/bin/sh", "-c"] and len(command) == 3, command
+        hooks[group["groupName"]] = (pod, command[2])
+    return hooks
+
+
+def run_hook(
+    script: str, tmp: Path, raylet: bool = True, drain: str | None = None, address: str | None = SAMPLE_GCS
+) -> tuple[float, list[str] | None]:
+    """The hook under sh, as the pod runs it, on a fake /proc (FAKE_PROCS; no raylet if not `raylet`) and with
+    a `ray` that records its arguments, then runs `drain` (by default the drained raylet exits, as an idle
+    node's does) -> (seconds the hook took, the arguments `ray` got, or None if the hook did not run it)."""
+    assert script.count("/proc/") == 1, "the hook reads /proc in one place: the fake one replaces it"
+    for pid, argv in FAKE_PROCS.items():
+        if raylet or pid != "42":
+            (tmp / "proc" / pid).mkdir(parents=True)
+            (tmp / "proc" / pid / "cmdline").write_text("".join(f"{a}\0" for a in argv))
+    (tmp / "bin").mkdir()
+    ray = tmp / "bin" / "ray"
+    drain = drain or f"rm -r '{tmp}/proc/42'"
+    ray.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{tmp}/args'\n{drain}\n")
+    ray.chmod(0o755)
+    env = {"PATH": f"{tmp / 'bin'}:{os.environ['PATH']}", **({"RAY_ADDRESS": address} if address else {})}
+    start = time.monotonic()
+    done = subprocess.run(["/bin/sh", "-c", script.replace("/proc/", f"{tmp}/proc/")], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    took = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    args = tmp / "args"
+    return took, args.read_text().split("\0")[:-1] if args.exists() else None
+
+
+def ray_drain_node() -> Any:
+    """The click command behind `ray drain-node`, from the Ray steep pins (its CLI module imports Ray Serve,
+    whose models warn of Pydantic deprecations: not this test's business)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ray.scripts.scripts import drain_node
+    return drain_node
+
+
+def hook_deadline(script: str) -> int:
+    match = re.search(r"^deadline=(\d+)$", script, flags=re.M)
+    assert match, f"the hook sets its deadline first:\n{script}"
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("target", CLOUDS)
+def test_every_ray_worker_drains_its_own_node_for_preemption_before_its_pod_goes(
+    target: str, tmp_path: Path
+) -> None:
+    """A reclaim notice reaches a Ray worker as its pod's deletion; the preStop hook turns it into Ray's drain
+    of the pod's own node, reason PREEMPTION, with a deadline inside the pod's grace period, as `steep drill
+    preempt` does on the local stack, so that Ray Train checkpoints at once."""
+    drain_node = ray_drain_node()
+    notice = RECLAIM_NOTICE_S[target]
+    assert helm.root_input(target, "reclaim_notice_s") == notice, f"terraform/{target}: reclaim_notice_s"
+    hooks = drain_hooks(ray_cluster(target))
+    assert set(hooks) == {"cpu", "gpu"}
+    for group, (pod, script) in hooks.items():
+        grace = pod.get("terminationGracePeriodSeconds", POD_GRACE_S)
+        deadline = hook_deadline(script)
+        # Ray's shutdown on the SIGTERM after the hook gets the last seconds of what the pod has
+        assert 0 < deadline <= min(notice, grace) - 3, f"{target} {group}: deadline {deadline} s"
+        took, args = run_hook(script, tmp_path / group)
+        assert args and args[0] == "drain-node", f"{target} {group}: no `ray drain-node`"
+        params = drain_node.make_context("drain-node", args[1:]).params
+        assert params["reason"] == PREEMPTION
+        assert params["node_id"] == SAMPLE_NODE_ID  # the pod's own raylet's, not the agent's
+        assert params["address"] == SAMPLE_GCS
+        assert params["deadline_remaining_seconds"] == deadline < grace
+        assert took < deadline, f"{target} {group}: the hook outlived its drained raylet ({took:.1f} s)"
+
+
+def test_the_drain_hooks_arguments_are_what_rays_own_command_accepts(tmp_path: Path) -> None:
+    """`ray drain-node` is a hidden command with no stability promise: the hook's arguments, its variables
+    filled in by sh with sample values, go through the click command of the Ray steep pins."""
+    import click
+
+    drain_node = ray_drain_node()
+    hooks = drain_hooks(ray_cluster())
+    assert len({script for _, script in hooks.values()}) == 1  # one hook for both groups
+    _, script = hooks["cpu"]
+    _, args = run_hook(script, tmp_path, address=None)
+    assert args is not None and args[0] == "drain-node"
+    params = drain_node.make_context("drain-node", args[1:]).params  # click raises on what it refuses
+    assert params["address"] == "auto"  # no RAY_ADDRESS: ray finds the node's cluster itself
+    assert params["node_id"] == SAMPLE_NODE_ID and params["reason"] == PREEMPTION
+    assert params["deadline_remaining_seconds"] == hook_deadline(script)
+    assert re.fullmatch(r"steep: reclaim of pod \S+ in \d+ s", params["reason_message"])
+    with pytest.raises(click.UsageError):  # and the check is not a rubber stamp
+        drain_node.make_context("drain-node", [*args[1:], "--reason", "DRAIN_NODE_REASON_RECLAIM"])
+
+
+def test_the_drain_hook_waits_until_the_deadline_whatever_the_drain_does(tmp_path: Path) -> None:
+    """The hook keeps the pod up until the deadline it gave Ray, even if the drain fails or hangs, and never
+    longer (the kubelet kills the pod at its grace period); without a raylet it has nothing to wait for."""
+    cluster = ray_cluster("gcp", reclaim_notice_s=10)  # the shortest notice the module takes
+    [script] = {s for _, s in drain_hooks(cluster).values()}
+    deadline = hook_deadline(script)
+    assert deadline == 5
+    for name, drain in (("fails", "exit 1"), ("hangs", "exec sleep 60")):
+        took, args = run_hook(script, tmp_path / name, drain=drain)
+        assert args is not None, name
+        assert deadline - 1.5 <= took <= deadline + 4, f"a drain that {name}: the hook took {took:.1f} s"
+    took, args = run_hook(script, tmp_path / "no-raylet", raylet=False)
+    assert args is None and took < 3
+
+
+# Not AWS: ray-cluster 1.2.2 has no value for terminationGracePeriodSeconds (no KubeRay chart has), so a Ray
+# worker pod gets Kubernetes' 30 s of the 120 s EC2's notice leaves; the drain's deadline fits those 30 s.
+@pytest.mark.parametrize("target", ["gcp", "azure"])
+def test_ray_workers_grace_period_covers_what_the_notice_leaves_them(target: str) -> None:
+    for group, (pod, _) in drain_hooks(ray_cluster(target)).items():
+        grace = pod.get("terminationGracePeriodSeconds", POD_GRACE_S)
+        assert grace >= RECLAIM_NOTICE_S[target], f"{target} {group}: {grace} s of {RECLAIM_NOTICE_S[target]}"
+
+
+@pytest.mark.parametrize("target", CLOUDS)
+def test_ray_workers_tolerate_what_their_pools_spot_capacity_brings(target: str) -> None:
+    """Only the GPU pools may be spot; of the spot marks the clouds put on nodes, only AKS's is a taint
+    (kubernetes.azure.com/scalesetpriority=spot:NoSchedule); EKS's (eks.amazonaws.com/capacityType) and
+    GKE's (cloud.google.com/gke-spot) are labels, which no worker selects on."""
+    assert [p for p in ("cpu", "gpu") if spot_pool(target, p)] == ["gpu"], (
+        f"terraform/{target}: a spot CPU pool needs its spot taint tolerated by the CPU workers"
+    )
+    spot_taints = [t for t in pool_taints(target, "gpu") if t["key"] != "nvidia.com/gpu"]
+    assert spot_taints == {
+        "aws": [], "gcp": [],
+        "azure": [{"key": "kubernetes.azure.com/scalesetpriority", "value": "spot", "effect": "NoSchedule"}],
+    }[target]  # fmt: skip
+    for group in ray_cluster(target)["spec"]["workerGroupSpecs"]:
+        pool = group["groupName"]
+        assert schedules_on(
+            group["template"]["spec"], pool_labels(target, pool), pool_taints(target, pool)
+        ), f"the Ray {pool} workers would not schedule on the {target} {pool} pool"
+
+
+def test_each_cloud_drains_its_spot_nodes_itself() -> None:
+    """Nothing to install for the notice to reach the pods: EKS's managed node groups, GKE's graceful node
+    shutdown and AKS's node auto-drain handle spot nodes by default. Self-managed EC2 nodes would need the
+    aws-node-termination-handler (whose chart ../shared/charts does not hold)."""
+    aws = _resources("aws")
+    assert not [
+        a for a in aws if a.startswith(("aws_autoscaling_group.", "aws_launch_template.", "aws_instance."))
+    ]
+    assert {a for a in aws if a.startswith("aws_eks_node_group.")} == {
+        f"aws_eks_node_group.{p}" for p in ("system", "cpu", "gpu")
+    }
+    assert unquote(aws["aws_eks_node_group.gpu"]["capacity_type"]) == '${var.gpu_spot ? "SPOT" : "ON_DEMAND"}'
+    assert _resources("gcp")["google_container_node_pool.gpu"]["node_config"][0]["spot"] == "${var.gpu_spot}"
+    assert "Spot" in _resources("azure")["azurerm_kubernetes_cluster_node_pool.gpu"]["priority"]
 
 
 @pytest.mark.parametrize("target", CLOUDS)

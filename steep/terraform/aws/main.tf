@@ -582,6 +582,9 @@ module "platform" {
   system_node_selector = { "steep-pool" = "system" }
   nvidia_device_plugin = true # the AL2023 NVIDIA AMI has the driver, not the device plugin
   labels               = { "steep.dev/target" = "aws" }
+  # EC2's spot interruption notice comes 2 minutes ahead; the managed node group (capacity_type SPOT) drains
+  # the node on it, or earlier on a rebalance recommendation: no node termination handler needed.
+  reclaim_notice_s = 120
 
   # the volumes (prefect-server's Postgres claim) need the CSI driver and the default StorageClass; on
   # destroy the releases and their claims go first, while the driver still runs to delete the volumes

@@ -327,6 +327,9 @@ module "platform" {
   system_node_selector = { "steep-pool" = "system" }
   nvidia_device_plugin = true # AKS installs the driver on GPU pools, not the device plugin
   labels               = { "steep.dev/target" = "azure" }
+  # a spot VM's Preempt scheduled event comes at least 30 s ahead; AKS's node auto-drain (on by default)
+  # cordons and drains the node on it
+  reclaim_notice_s = 30
 
   depends_on = [azurerm_kubernetes_cluster_node_pool.gpu]
 }

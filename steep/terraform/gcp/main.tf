@@ -411,6 +411,9 @@ module "platform" {
   system_node_selector = { "steep-pool" = "system" }
   nvidia_device_plugin = false # GKE runs its own device plugin on GPU nodes; a second would fight it
   labels               = { "steep.dev/target" = "gcp" }
+  # a spot VM goes 30 s after its preemption notice; GKE's graceful node shutdown (on by default) shuts its
+  # pods down on it and gives non-system pods the first 15 s of those 30
+  reclaim_notice_s = 15
 
   depends_on = [google_container_node_pool.system]
 }

@@ -32,6 +32,7 @@ locals {
     artifact           = regex(local.artifact_uri, var.artifact_uri) # {scheme, bucket | container + account, path}
     ray_image          = var.ray_image
     ray_idle_timeout_s = var.ray_idle_timeout_s
+    reclaim_notice_s   = var.reclaim_notice_s
     cpu_workers        = var.cpu_workers
     gpu_workers        = var.gpu_workers
     gpu_node_selector  = var.gpu_node_selector

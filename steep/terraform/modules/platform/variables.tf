@@ -110,6 +110,17 @@ variable "ray_idle_timeout_s" {
   }
 }
 
+variable "reclaim_notice_s" {
+  type        = number
+  description = "Seconds a spot reclaim notice leaves a Ray worker pod before its node goes (EKS 120, GKE 15 of the VM's 30, AKS 30). The workers' preStop hook drains their Ray node for preemption with a deadline from it, so Ray Train checkpoints in time."
+  default     = 30
+
+  validation {
+    condition     = var.reclaim_notice_s >= 10
+    error_message = "The reclaim_notice_s must be at least 10 seconds."
+  }
+}
+
 variable "mlflow_image" {
   type        = string
   description = "Image of the MLflow tracking server, as repository:tag; the server must not be older than steep's MLflow client (the chart's default is MLflow 2.1.1)."
