@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import mlflow
@@ -39,7 +40,11 @@ class FakeRegistry:
 def test_candidates_without_a_champion(tmp_path):
     found = candidates(toy_config(tmp_path), result(tmp_path), FakeRegistry(None))
     assert [(c.name, c.role) for c in found] == [("challenger", Role.CHALLENGER), ("base", Role.BASE)]
-    assert found[0].cache_id is None and found[1].cache_id.startswith("base:")
+    assert found[1].cache_id.startswith("base:")
+    # a logged model never changes: its predictions serve a resumed run's evaluation
+    assert found[0].cache_id.startswith("models:/m-1:")
+    unlogged = candidates(toy_config(tmp_path), replace(result(tmp_path), model_uri=None), FakeRegistry(None))
+    assert unlogged[0].cache_id is None  # nothing names it for good
 
 
 def test_candidates_with_a_champion_name_it_and_cache_it(tmp_path):
