@@ -39,7 +39,7 @@ from steep.quiet import quiet_third_parties
 from steep.ray_jobs.batches import make_batch, plan_batches
 from steep.ray_jobs.checkpoints import MODEL_DIR, STATE_FILE, export_model, load_checkpoint, save_checkpoint
 from steep.ray_jobs.losses import loss_module, validation_loss
-from steep.ray_jobs.preemption import PreemptionWatch, notice_event, poll_every
+from steep.ray_jobs.preemption import PreemptionWatch, hold_seconds, notice_event, poll_every
 from steep.ray_jobs.worker_config import WorkerConfig
 
 
@@ -163,6 +163,7 @@ class TrainingRecipe:
         self.step = 0  # optimizer steps done over all epochs; a restored checkpoint moves it on
         self.watch = PreemptionWatch()  # asks Ray for reclaim notices; `train()` sets how often
         self.step_seconds = 0.0  # one median step, timed for the estimate
+        self.checkpoint_seconds = 0.0  # the last checkpoint's
 
     # ----------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -348,8 +349,10 @@ class TrainingRecipe:
                 self._watch_preemption(epoch)
 
     def _watch_preemption(self, epoch: int) -> None:
-        """Ask Ray for a reclaim notice; from the notice on, checkpoint after every step until the node
-        goes (Ray then restarts the run from that checkpoint, on the remaining or replacement nodes)."""
+        """Ask Ray for a reclaim notice; from the notice on, checkpoint after every step, and wait for the
+        node to go once the deadline leaves no time for another (Ray then restarts the run from that
+        checkpoint, on the remaining or replacement nodes). The wait is each rank's own, no collective
+        call: a rank that trained one more step meanwhile only waits in it for the others."""
         if self.watch.notice is None:
             self.watch.notice = self.ray.preemption()
             if self.watch.notice is None:
@@ -357,6 +360,9 @@ class TrainingRecipe:
             self._send(notice_event(self.watch.notice, self.step, self.nodes, time.time()))
         if self.watch.needs_checkpoint(self.step):
             self._checkpoint(epoch, final=False, reason="preemption")
+        deadline_ms = self.watch.notice.deadline_ms
+        deadline = deadline_ms / 1000 if deadline_ms else None
+        time.sleep(hold_seconds(deadline, time.time(), self.step_seconds + self.checkpoint_seconds))
 
     def _train_step(self, epoch: int, batch_ids: list[int]) -> None:
         """One optimizer step; `batch_ids` is the global batch, of which this rank takes every world-th."""
@@ -399,6 +405,7 @@ class TrainingRecipe:
         measures the validation loss (with `training.validation_loss`)."""
         import ray.train
 
+        started = time.perf_counter()
         metrics = {"loss": self.reports.flush(), "step": self.step, "epoch": epoch, "final": final}
         val_loss = self._validation_loss()
         if val_loss is not None:
@@ -421,6 +428,7 @@ class TrainingRecipe:
         if local_root is None:
             shutil.rmtree(folder, ignore_errors=True)
         self.watch.checkpointed.add(self.step)
+        self.checkpoint_seconds = time.perf_counter() - started
         self._send({"event": "checkpoint", "step": self.step, "final": final, "reason": reason,
                     "time": time.time()})  # fmt: skip
 

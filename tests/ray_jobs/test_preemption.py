@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from ray.train import PreemptionInfo
 
-from steep.ray_jobs.preemption import POLL_GAP_S, POLL_SHARE, PreemptionWatch, notice_event, poll_every
+from steep.ray_jobs.preemption import (
+    POLL_GAP_S,
+    POLL_SHARE,
+    SETTLE_S,
+    PreemptionWatch,
+    hold_seconds,
+    notice_event,
+    poll_every,
+)
 
 
 def test_asking_costs_under_one_percent_of_the_steps_between_asks():
@@ -43,3 +51,12 @@ def test_the_notice_names_the_nodes_the_driver_knows_and_its_deadline():
     }  # fmt: skip
     no_deadline = PreemptionInfo(deadline_ms=None, preempted_node_to_ranks={node: [1]})
     assert notice_event(no_deadline, 1, nodes, 0.0)["deadline"] is None
+
+
+def test_close_to_the_deadline_the_loop_waits_for_the_node_to_go_instead_of_training_on():
+    deadline = 1000.0
+    assert hold_seconds(None, 990.0, 0.5) == 0.0  # no deadline given: train on, checkpointing each step
+    assert hold_seconds(deadline, 990.0, 0.5) == 0.0  # 10 s left: room for more steps
+    assert hold_seconds(deadline, 996.0, 0.5) == 4.0 + SETTLE_S  # 4 s left: wait past the deadline
+    assert hold_seconds(deadline, 990.0, 6.0) == 10.0 + SETTLE_S  # a 6 s step would not fit twice
+    assert hold_seconds(deadline, deadline + SETTLE_S + 1, 0.5) == 0.0  # never reclaimed: go on

@@ -257,6 +257,7 @@ def test_with_no_spare_node_the_run_says_what_it_waits_for_until_the_node_is_bac
     code, text = steep(["drill", "lose"], sets)
     assert code == 0 and " is gone" in text, text
     victim = text.split(" is gone")[0].split()[-1]
+    print(f"\n{text}")
     run.wait_for(f"training is waiting to place its {NODES} workers again since ", f"{victim} (lost by ")
     run.finished()
     out = run.out
