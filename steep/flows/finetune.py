@@ -114,9 +114,8 @@ def split_task(cfg: SteepConfig, report: ValidationReport) -> Splits:
 def train_task(
     cfg: SteepConfig, splits: Splits, tracking_uri: str | None, ray_address: str | None, run_name: str
 ) -> TrainResult:
-    resume = run_recorded(
-        cfg, run_name
-    )  # a resumed `steep run` whose training had begun: from its checkpoint
+    # a resumed `steep run` whose training had begun goes on from its checkpoint
+    resume = run_recorded(cfg, run_name)
     result = train(
         cfg, splits, tracking_uri=tracking_uri, ray_address=ray_address, progress=True, resume=resume,
         run_name=run_name,
@@ -266,11 +265,11 @@ def finetune_flow(
 
 
 def _open_ledger(cfg: SteepConfig, flow_id: str, resume: str | None) -> run_ledger.Ledger:
-    """A new ledger, or the resumed run's, checked against this config and marked running again."""
+    """A new ledger, or the resumed run's, marked running again (`_pipeline` checks its config and data
+    against this run's once the data is loaded)."""
     if resume is None:
         return run_ledger.start(cfg, flow_id)
     ledger = run_ledger.to_resume(cfg, resume)
-    run_ledger.check_unchanged(ledger, cfg)
     stage = ledger.first_unfinished()
     ledger.data["resumes"].append({"flow_run_id": flow_id, "at": time.time(), "from": stage})
     ledger.note(status="running")
@@ -289,7 +288,7 @@ def _pipeline(
     resumed_from = resumes[-1]["from"] if resumes else None
 
     dataset = load_task(cfg)
-    if resumed_from is not None:  # the data it trained on, or no resume
+    if resumed_from is not None:  # the config and data it ran with, or no resume
         run_ledger.check_unchanged(ledger, cfg, dataset.digest)
     ledger.note(data_digest=dataset.digest)
     report = validate_task(cfg, dataset)
