@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from steep.stack import daemons
+from steep.stack import daemons, lifecycle
 from steep.stack.contract import StackError
 from steep.stack.record import current
 
@@ -103,15 +103,11 @@ def _take_away(home: Path, node: str, echo: Echo) -> float:
     killed = daemons.lose(svc)
     back = (
         "the stack's watchdog starts it again"
-        if _watchdog_runs(home)
+        if lifecycle.watchdog_pid(home) is not None
         else "`steep provision` starts it again"
     )
     echo(f"{node} is gone ({killed} processes killed, as a reclaimed machine goes); {back}")
     return time.time()
-
-
-def _watchdog_runs(home: Path) -> bool:
-    return daemons.read_pid(daemons.Service("watchdog", home, "127.0.0.1", 0)) is not None
 
 
 @contextlib.contextmanager
